@@ -1,0 +1,323 @@
+// Package config parses and validates Tollgate's YAML configuration. Every
+// invalid value is refused at start with the key's path and the reason.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/model"
+)
+
+// Config is the whole configuration. The YAML keys are part of Tollgate's
+// interface: operators rely on them.
+type Config struct {
+	Gerrit     Gerrit         `yaml:"gerrit"`
+	Trust      Trust          `yaml:"trust"`
+	Vote       Vote           `yaml:"vote"`
+	Jobs       map[string]Job `yaml:"jobs"`
+	Timeouts   Timeouts       `yaml:"timeouts"`
+	LogsTTL    Duration       `yaml:"logs_ttl"`
+	Postsubmit Postsubmit     `yaml:"postsubmit"`
+	Tasks      Tasks          `yaml:"tasks"`
+
+	trusted *regexp.Regexp
+}
+
+// Gerrit says which Gerrit to watch and how.
+type Gerrit struct {
+	URL                   string   `yaml:"url"`
+	Project               string   `yaml:"project"`
+	Branches              []string `yaml:"branches"`
+	UserEnv               string   `yaml:"user_env"`     // env var holding the HTTP user
+	PasswordEnv           string   `yaml:"password_env"` // env var holding the HTTP password
+	PollInterval          Duration `yaml:"poll_interval"`
+	FullReconcileInterval Duration `yaml:"full_reconcile_interval"`
+	MaxQPS                float64  `yaml:"max_qps"`
+}
+
+// Trust says whose patchsets get jobs.
+type Trust struct {
+	TrustedEmails string `yaml:"trusted_emails"` // a regular expression matched against the whole email
+	ReadyLabel    string `yaml:"ready_label"`
+}
+
+// Vote says whether and how to vote.
+type Vote struct {
+	Enabled bool   `yaml:"enabled"`
+	Label   string `yaml:"label"`
+	UIURL   string `yaml:"ui_url"`
+}
+
+// Job is one job type.
+type Job struct {
+	Command    []string          `yaml:"command"`
+	Env        map[string]string `yaml:"env"`
+	Timeout    Duration          `yaml:"timeout"` // default: timeouts.job
+	SkipVoting bool              `yaml:"skip_voting"`
+}
+
+// Timeouts bound jobs, patchsets and workers.
+type Timeouts struct {
+	Job         Duration `yaml:"job"`
+	CL          Duration `yaml:"cl"`
+	WorkerDeath Duration `yaml:"worker_death"`
+}
+
+// Postsubmit says how often branch heads are checked.
+type Postsubmit struct {
+	Interval Duration `yaml:"interval"`
+}
+
+// Tasks configures deferred task delivery.
+type Tasks struct {
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// Duration is a time.Duration written as "90s", "15m", "3h" or "7d".
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("want a duration such as 90s, 15m, 3h or 7d")
+	}
+	v, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration back as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// ParseDuration is time.ParseDuration plus a "d" (24 h) suffix.
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(n, "%d", &days); err != nil || fmt.Sprint(days) != n {
+			return 0, fmt.Errorf("bad duration %q", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad duration %q: want a duration such as 90s, 15m, 3h or 7d", s)
+	}
+	return v, nil
+}
+
+// Defaults returns the values used for keys a file leaves out.
+func Defaults() Config {
+	return Config{
+		Gerrit: Gerrit{
+			Branches:              []string{"main"},
+			PollInterval:          Duration(15 * time.Second),
+			FullReconcileInterval: Duration(time.Hour),
+			MaxQPS:                10,
+		},
+		Trust:      Trust{ReadyLabel: "Presubmit-Ready"},
+		Vote:       Vote{Enabled: true, Label: "Code-Review"},
+		Timeouts:   Timeouts{Job: Duration(45 * time.Minute), CL: Duration(3 * time.Hour), WorkerDeath: Duration(5 * time.Minute)},
+		LogsTTL:    Duration(30 * 24 * time.Hour),
+		Postsubmit: Postsubmit{Interval: Duration(time.Hour)},
+		Tasks:      Tasks{MaxAttempts: 5},
+	}
+}
+
+// Load reads and parses the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, errs.Wrap(errs.InvalidArgument, "config.Load", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse parses YAML over the defaults, refusing unknown keys, and validates.
+func Parse(b []byte) (*Config, error) {
+	c := Defaults()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, errs.Wrap(errs.InvalidArgument, "config", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every key; the error lists every problem, each with its key path.
+func (c *Config) Validate() error {
+	var p []string
+	bad := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+
+	if c.Gerrit.URL == "" {
+		bad("gerrit.url", "required")
+	} else if u, err := url.Parse(c.Gerrit.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("gerrit.url", "want an http or https URL, got %q", c.Gerrit.URL)
+	}
+	if c.Gerrit.Project == "" {
+		bad("gerrit.project", "required")
+	}
+	if len(c.Gerrit.Branches) == 0 {
+		bad("gerrit.branches", "at least one branch is required")
+	}
+	for i, b := range c.Gerrit.Branches {
+		if !model.ValidBranch(b) {
+			bad(fmt.Sprintf("gerrit.branches[%d]", i), "%q is not a valid branch name", b)
+		}
+	}
+	if c.Gerrit.PollInterval.D() < time.Second {
+		bad("gerrit.poll_interval", "must be at least 1s")
+	}
+	if c.Gerrit.FullReconcileInterval.D() < c.Gerrit.PollInterval.D() {
+		bad("gerrit.full_reconcile_interval", "must be at least gerrit.poll_interval")
+	}
+	if c.Gerrit.MaxQPS <= 0 || c.Gerrit.MaxQPS > 1000 {
+		bad("gerrit.max_qps", "must be in (0, 1000]")
+	}
+	for _, k := range []struct{ key, v string }{{"gerrit.user_env", c.Gerrit.UserEnv}, {"gerrit.password_env", c.Gerrit.PasswordEnv}} {
+		if k.v != "" && !envNameRE.MatchString(k.v) {
+			bad(k.key, "%q is not an environment variable name", k.v)
+		}
+	}
+	if (c.Gerrit.UserEnv == "") != (c.Gerrit.PasswordEnv == "") {
+		bad("gerrit.user_env", "user_env and password_env go together")
+	}
+
+	if c.Trust.TrustedEmails == "" {
+		bad("trust.trusted_emails", "required (a regular expression; '.*' trusts everyone)")
+	} else if re, err := regexp.Compile("^(?:" + c.Trust.TrustedEmails + ")$"); err != nil {
+		bad("trust.trusted_emails", "bad regular expression: %v", err)
+	} else {
+		c.trusted = re
+	}
+	if c.Trust.ReadyLabel == "" {
+		bad("trust.ready_label", "required")
+	}
+
+	if c.Vote.Label == "" {
+		bad("vote.label", "required")
+	}
+	if c.Vote.UIURL != "" {
+		if u, err := url.Parse(c.Vote.UIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("vote.ui_url", "want an http or https URL, got %q", c.Vote.UIURL)
+		}
+	}
+
+	if len(c.Jobs) == 0 {
+		bad("jobs", "at least one job type is required")
+	}
+	for _, name := range c.JobNames() {
+		j := c.Jobs[name]
+		key := "jobs." + name
+		if !model.ValidJobType(name) {
+			bad(key, "job type names are lower-case letters, digits, '.', '_' and single '-'")
+		}
+		if len(j.Command) == 0 || j.Command[0] == "" {
+			bad(key+".command", "required: the argv to run")
+		}
+		for k := range j.Env {
+			if !envNameRE.MatchString(k) {
+				bad(key+".env", "%q is not an environment variable name", k)
+			} else if strings.HasPrefix(k, "TOLLGATE_") {
+				bad(key+".env", "%q: TOLLGATE_ variables are set by the worker", k)
+			}
+		}
+		if j.Timeout < 0 {
+			bad(key+".timeout", "must not be negative")
+		}
+	}
+
+	if c.Timeouts.Job.D() <= 0 {
+		bad("timeouts.job", "must be positive")
+	}
+	if c.Timeouts.CL.D() <= 0 {
+		bad("timeouts.cl", "must be positive")
+	}
+	if c.Timeouts.WorkerDeath.D() < 10*time.Second {
+		bad("timeouts.worker_death", "must be at least 10s (workers heartbeat every 10s)")
+	}
+	if c.LogsTTL.D() < time.Hour {
+		bad("logs_ttl", "must be at least 1h")
+	}
+	if c.Postsubmit.Interval.D() < time.Minute {
+		bad("postsubmit.interval", "must be at least 1m")
+	}
+	if c.Tasks.MaxAttempts < 1 || c.Tasks.MaxAttempts > 100 {
+		bad("tasks.max_attempts", "must be 1 to 100")
+	}
+	if len(p) > 0 {
+		sort.Strings(p)
+		return errs.E(errs.InvalidArgument, "config", "invalid configuration:\n  %s", strings.Join(p, "\n  "))
+	}
+	return nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// JobNames returns the job types in sorted order.
+func (c *Config) JobNames() []string {
+	names := make([]string, 0, len(c.Jobs))
+	for n := range c.Jobs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Trusted reports whether email matches trust.trusted_emails.
+func (c *Config) Trusted(email string) bool {
+	if c.trusted == nil {
+		if re, err := regexp.Compile("^(?:" + c.Trust.TrustedEmails + ")$"); err == nil {
+			c.trusted = re
+		}
+	}
+	return email != "" && c.trusted != nil && c.trusted.MatchString(email)
+}
+
+// JobTimeout returns the timeout of job type name.
+func (c *Config) JobTimeout(name string) time.Duration {
+	if j, ok := c.Jobs[name]; ok && j.Timeout > 0 {
+		return j.Timeout.D()
+	}
+	return c.Timeouts.Job.D()
+}
+
+// Credentials returns the Gerrit user and password from the environment
+// variables the config names ("" when none are named).
+func (c *Config) Credentials() (user, password string, err error) {
+	if c.Gerrit.UserEnv == "" {
+		return "", "", nil
+	}
+	user, password = os.Getenv(c.Gerrit.UserEnv), os.Getenv(c.Gerrit.PasswordEnv)
+	if user == "" || password == "" {
+		return "", "", errs.E(errs.InvalidArgument, "config", "gerrit.user_env %s and gerrit.password_env %s must both be set in the environment", c.Gerrit.UserEnv, c.Gerrit.PasswordEnv)
+	}
+	return user, password, nil
+}

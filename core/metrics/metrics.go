@@ -1,0 +1,89 @@
+// Package metrics defines the Metrics port and the catalogue of metrics
+// Tollgate writes. Every backend (Prometheus, Cloud Monitoring) and the infra
+// descriptors are made from Catalogue, so a name exists in one place.
+package metrics
+
+import (
+	"context"
+	"slices"
+)
+
+// Kind is how a metric's points combine.
+type Kind int
+
+const (
+	Gauge        Kind = iota + 1 // the latest value wins
+	Distribution                 // every observation counts
+	Counter                      // a running total: Add adds to it
+)
+
+// Descriptor describes one metric.
+type Descriptor struct {
+	Name   string
+	Kind   Kind
+	Unit   string // "s", "1", "By"
+	Labels []string
+	Help   string
+}
+
+// Names of the metrics. The first four are Perfetto's baseline names; the
+// autoscaler reads ci_job_queue_len.
+const (
+	QueueLen         = "ci_job_queue_len"
+	QueueTime        = "ci_job_queue_time"
+	RunTime          = "ci_job_run_time"
+	CLCompletionTime = "ci_cl_completion_time"
+	TaskRetries      = "ci_task_retries"
+	TaskDeadLetters  = "ci_task_dead_letters"
+	GerritCalls      = "ci_gerrit_calls"
+	GerritErrors     = "ci_gerrit_errors"
+	WorkersAlive     = "ci_workers_alive"
+	WorkersBusy      = "ci_workers_busy"
+	JobsQueued       = "ci_jobs_queued"
+	JobsRunning      = "ci_jobs_running"
+)
+
+// Catalogue lists every metric Tollgate writes.
+var Catalogue = []Descriptor{
+	{QueueLen, Gauge, "1", nil, "Jobs queued or running; drives the worker autoscaler."},
+	{QueueTime, Distribution, "s", []string{"job_type"}, "Time jobs wait in the queue before a worker starts them."},
+	{RunTime, Distribution, "s", []string{"job_type"}, "Time jobs run, from start to end."},
+	{CLCompletionTime, Distribution, "s", nil, "Time from a patchset's jobs being queued to the last one ending."},
+	{TaskRetries, Counter, "1", []string{"action"}, "Deliveries of deferred tasks that failed and will be retried."},
+	{TaskDeadLetters, Counter, "1", []string{"action"}, "Deferred tasks moved to the dead letter."},
+	{GerritCalls, Counter, "1", []string{"method"}, "Calls to the Gerrit REST API."},
+	{GerritErrors, Counter, "1", []string{"method"}, "Gerrit REST calls that failed."},
+	{WorkersAlive, Gauge, "1", nil, "Workers that sent a heartbeat within the death timeout."},
+	{WorkersBusy, Gauge, "1", nil, "Live workers running a job."},
+	{JobsQueued, Gauge, "1", nil, "Jobs waiting for a worker."},
+	{JobsRunning, Gauge, "1", nil, "Jobs running on a worker."},
+}
+
+// Lookup returns the descriptor of name.
+func Lookup(name string) (Descriptor, bool) {
+	i := slices.IndexFunc(Catalogue, func(d Descriptor) bool { return d.Name == name })
+	if i < 0 {
+		return Descriptor{}, false
+	}
+	return Catalogue[i], true
+}
+
+// Metrics is the port. Writes are best effort: an implementation may
+// coalesce or drop points to respect its backend's limits, and reports only
+// errors the caller could act on. Label keys must be those of the
+// descriptor. Safe for concurrent use.
+type Metrics interface {
+	// Set records the current value of a Gauge.
+	Set(ctx context.Context, name string, labels map[string]string, v float64) error
+	// Observe records one value of a Distribution.
+	Observe(ctx context.Context, name string, labels map[string]string, v float64) error
+	// Add adds v to a Counter.
+	Add(ctx context.Context, name string, labels map[string]string, v float64) error
+}
+
+// Discard is a Metrics that writes nothing.
+type Discard struct{}
+
+func (Discard) Set(context.Context, string, map[string]string, float64) error     { return nil }
+func (Discard) Observe(context.Context, string, map[string]string, float64) error { return nil }
+func (Discard) Add(context.Context, string, map[string]string, float64) error     { return nil }

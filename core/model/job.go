@@ -1,0 +1,217 @@
+// Package model holds Tollgate's domain types: patchsets, jobs, workers,
+// postsubmit runs, and the rules for changing them. Adapters persist these
+// types; the rules live here once so every backend behaves the same.
+package model
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tollgate-ci/tollgate/core/errs"
+)
+
+// State is a job's state. QUEUED → STARTED → one terminal state.
+type State string
+
+const (
+	Queued      State = "QUEUED"
+	Started     State = "STARTED"
+	Completed   State = "COMPLETED"
+	Failed      State = "FAILED"
+	TimedOut    State = "TIMED_OUT"
+	Cancelled   State = "CANCELLED"
+	Interrupted State = "INTERRUPTED"
+	BotDied     State = "BOT_DIED"
+)
+
+// AllStates lists every state in display order.
+var AllStates = []State{Queued, Started, Completed, Failed, TimedOut, Cancelled, Interrupted, BotDied}
+
+// Terminal reports whether s is final: a job in a terminal state never changes again.
+func (s State) Terminal() bool {
+	switch s {
+	case Completed, Failed, TimedOut, Cancelled, Interrupted, BotDied:
+		return true
+	}
+	return false
+}
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool {
+	for _, v := range AllStates {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Infra reports whether s means the infrastructure, not the code under test, failed.
+func (s State) Infra() bool { return s == BotDied || s == Interrupted }
+
+// ParseState parses a state name (case-insensitive).
+func ParseState(v string) (State, error) {
+	s := State(strings.ToUpper(strings.TrimSpace(v)))
+	if !s.Valid() {
+		return "", errs.E(errs.InvalidArgument, "model.ParseState", "unknown job state %q", v)
+	}
+	return s, nil
+}
+
+// MaxAttempts is how many times a job runs at most: a job whose worker died
+// or was shut down is queued again once.
+const MaxAttempts = 2
+
+// Attempt records one earlier run of a job that ended in an infrastructure failure.
+type Attempt struct {
+	Attempt int       `json:"attempt"`
+	State   State     `json:"state"`
+	Worker  string    `json:"worker"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended"`
+}
+
+// Job is one run of one job type for one source (a patchset or a branch commit).
+type Job struct {
+	ID          string            `json:"id"`
+	Src         string            `json:"src"`  // "cls/{cl}-{ps}" or "branches/{branch}-{committed}"
+	Type        string            `json:"type"` // a key of the config's jobs
+	Env         map[string]string `json:"env,omitempty"`
+	State       State             `json:"state"`
+	TimeQueued  time.Time         `json:"time_queued"`
+	TimeStarted time.Time         `json:"time_started,omitzero"`
+	TimeEnded   time.Time         `json:"time_ended,omitzero"`
+	Worker      string            `json:"worker,omitempty"`
+	Attempt     int               `json:"attempt"`
+	ExitCode    *int              `json:"exit_code,omitempty"`
+	Reason      string            `json:"reason,omitempty"` // why it ended, for CANCELLED and infra states
+	SkipVoting  bool              `json:"skip_voting,omitempty"`
+	History     []Attempt         `json:"history,omitempty"`
+	// MetricsDone is set once the job's queue and run times were written.
+	MetricsDone bool `json:"metrics_done,omitempty"`
+}
+
+// NewJob returns a QUEUED job of type typ for src, created at now.
+func NewJob(now time.Time, src, typ string, env map[string]string, skipVoting bool) *Job {
+	return &Job{
+		ID:         JobID(now, src, typ),
+		Src:        src,
+		Type:       typ,
+		Env:        env,
+		State:      Queued,
+		TimeQueued: now.UTC(),
+		Attempt:    1,
+		SkipVoting: skipVoting,
+	}
+}
+
+// Transition is one change to a job's state, applied atomically by the Store.
+type Transition struct {
+	Kind     TransitionKind
+	Worker   string    // Start, Finish, Release: the worker that runs the job
+	State    State     // Finish: the terminal state; Release: Interrupted or BotDied
+	ExitCode *int      // Finish
+	Reason   string    // Cancel, Release, Finish
+	Now      time.Time // the time of the change
+}
+
+// TransitionKind names a transition.
+type TransitionKind int
+
+const (
+	// Start: QUEUED → STARTED by Worker.
+	Start TransitionKind = iota + 1
+	// Finish: STARTED (by Worker, if set) → State, a terminal state.
+	Finish
+	// Cancel: QUEUED or STARTED → CANCELLED.
+	Cancel
+	// Release: STARTED (by Worker, if set) ended by infrastructure (State is
+	// INTERRUPTED or BOT_DIED). The first time, the job is queued again as
+	// attempt 2; after MaxAttempts it takes State for good.
+	Release
+	// MarkMetrics: sets MetricsDone on a terminal job; FailedPrecondition if already set.
+	MarkMetrics
+)
+
+// Apply changes j by t, or returns FailedPrecondition and leaves j unchanged
+// when t is not allowed from j's state. Apply is the only place the job state
+// machine is written down; every Store adapter calls it inside its atomic update.
+func (j *Job) Apply(t Transition) error {
+	const op = "model.Job.Apply"
+	now := t.Now.UTC()
+	switch t.Kind {
+	case Start:
+		if j.State != Queued {
+			return errs.E(errs.FailedPrecondition, op, "job %s is %s, not QUEUED", j.ID, j.State)
+		}
+		if t.Worker == "" {
+			return errs.E(errs.InvalidArgument, op, "start of %s names no worker", j.ID)
+		}
+		j.State, j.Worker, j.TimeStarted = Started, t.Worker, now
+		return nil
+	case Finish:
+		if !t.State.Terminal() {
+			return errs.E(errs.InvalidArgument, op, "finish of %s with non-terminal state %q", j.ID, t.State)
+		}
+		if j.State != Started {
+			return errs.E(errs.FailedPrecondition, op, "job %s is %s, not STARTED", j.ID, j.State)
+		}
+		if t.Worker != "" && t.Worker != j.Worker {
+			return errs.E(errs.FailedPrecondition, op, "job %s is run by %s, not %s", j.ID, j.Worker, t.Worker)
+		}
+		if t.State == Interrupted || t.State == BotDied {
+			return j.Apply(Transition{Kind: Release, Worker: t.Worker, State: t.State, Reason: t.Reason, Now: t.Now})
+		}
+		j.State, j.TimeEnded, j.ExitCode, j.Reason = t.State, now, t.ExitCode, t.Reason
+		return nil
+	case Cancel:
+		if j.State.Terminal() {
+			return errs.E(errs.FailedPrecondition, op, "job %s already ended as %s", j.ID, j.State)
+		}
+		j.State, j.TimeEnded, j.Reason = Cancelled, now, t.Reason
+		return nil
+	case Release:
+		if t.State != Interrupted && t.State != BotDied {
+			return errs.E(errs.InvalidArgument, op, "release of %s with state %q", j.ID, t.State)
+		}
+		if j.State != Started {
+			return errs.E(errs.FailedPrecondition, op, "job %s is %s, not STARTED", j.ID, j.State)
+		}
+		if t.Worker != "" && t.Worker != j.Worker {
+			return errs.E(errs.FailedPrecondition, op, "job %s is run by %s, not %s", j.ID, j.Worker, t.Worker)
+		}
+		if j.Attempt < MaxAttempts {
+			j.History = append(j.History, Attempt{Attempt: j.Attempt, State: t.State, Worker: j.Worker, Started: j.TimeStarted, Ended: now})
+			j.Attempt++
+			j.State, j.Worker, j.TimeStarted, j.Reason = Queued, "", time.Time{}, ""
+			return nil
+		}
+		j.State, j.TimeEnded, j.Reason = t.State, now, t.Reason
+		return nil
+	case MarkMetrics:
+		if !j.State.Terminal() {
+			return errs.E(errs.FailedPrecondition, op, "job %s has not ended", j.ID)
+		}
+		if j.MetricsDone {
+			return errs.E(errs.FailedPrecondition, op, "metrics of job %s already written", j.ID)
+		}
+		j.MetricsDone = true
+		return nil
+	}
+	return errs.E(errs.InvalidArgument, op, "unknown transition %d", t.Kind)
+}
+
+// Change returns the change and patchset numbers of a job whose Src is a
+// patchset, and ok=false for postsubmit jobs.
+func (j *Job) Change() (cl, ps int, ok bool) {
+	rest, found := strings.CutPrefix(j.Src, "cls/")
+	if !found {
+		return 0, 0, false
+	}
+	cl, ps, err := ParsePatchsetID(rest)
+	return cl, ps, err == nil
+}
+
+// String is for logs.
+func (j *Job) String() string { return fmt.Sprintf("%s[%s]", j.ID, j.State) }

@@ -1,0 +1,159 @@
+// Package store defines the Store port: all of Tollgate's CI state.
+//
+// The methods are shaped by what the controller and the workers do, not by a
+// document model, and each one is atomic. Rules about which changes are
+// allowed live in package model (Job.Apply, Patchset.Apply); an adapter reads
+// the record, calls Apply, and writes it back only if nobody changed it in
+// between (optimistic concurrency), retrying on a lost race. The conformance
+// suite in package storetest states these contracts as tests; every adapter
+// runs it.
+//
+// Errors carry errs codes: NotFound for a missing record, AlreadyExists for a
+// duplicate create, FailedPrecondition when Apply refuses, InvalidArgument for
+// malformed input, Unavailable when the backend cannot be reached. All methods
+// are safe for concurrent use by many goroutines and processes.
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/tollgate-ci/tollgate/core/model"
+)
+
+// Store is the CI state.
+type Store interface {
+	// CreatePatchset writes ps and all of its jobs in one atomic write: after a
+	// crash either all exist or none. ps.JobIDs must list exactly the ids of
+	// jobs. If a patchset with ps.ID exists, nothing is written and the error
+	// is AlreadyExists (so a duplicate delivery is recognised).
+	CreatePatchset(ctx context.Context, ps *model.Patchset, jobs []*model.Job) error
+
+	// GetPatchset returns one patchset, or NotFound.
+	GetPatchset(ctx context.Context, id string) (*model.Patchset, error)
+
+	// GetPatchsets returns the patchsets that exist among ids, in one round
+	// trip, keyed by id. Missing ids are absent from the map, not an error.
+	GetPatchsets(ctx context.Context, ids []string) (map[string]*model.Patchset, error)
+
+	// GetPatchsetWithJobs returns a patchset and its jobs (in JobIDs order) in
+	// one round trip where the backend allows it. NotFound if the patchset is missing.
+	GetPatchsetWithJobs(ctx context.Context, id string) (*model.Patchset, []*model.Job, error)
+
+	// UpdatePatchset applies u to the patchset atomically and returns the
+	// result. NotFound if missing; FailedPrecondition (unchanged) if refused.
+	UpdatePatchset(ctx context.Context, id string, u model.PatchsetUpdate) (*model.Patchset, error)
+
+	// ListPatchsets lists patchsets, newest queued first, filtered by q.
+	ListPatchsets(ctx context.Context, q PatchsetQuery) ([]*model.Patchset, string, error)
+
+	// CreatePostsubmit writes a postsubmit run and its jobs atomically;
+	// AlreadyExists if a run with p.ID exists.
+	CreatePostsubmit(ctx context.Context, p *model.Postsubmit, jobs []*model.Job) error
+
+	// LatestPostsubmit returns the run of branch with the newest TimeQueued,
+	// or NotFound if the branch never had one.
+	LatestPostsubmit(ctx context.Context, branch string) (*model.Postsubmit, error)
+
+	// ListPostsubmits lists runs, newest first; branch "" means all branches.
+	ListPostsubmits(ctx context.Context, branch string, limit int, cursor string) ([]*model.Postsubmit, string, error)
+
+	// GetJob returns one job, or NotFound.
+	GetJob(ctx context.Context, id string) (*model.Job, error)
+
+	// GetJobs returns the jobs that exist among ids in one round trip, keyed by id.
+	GetJobs(ctx context.Context, ids []string) (map[string]*model.Job, error)
+
+	// UpdateJob applies t to the job atomically and returns the result.
+	// NotFound if missing; FailedPrecondition (unchanged) if Apply refuses.
+	UpdateJob(ctx context.Context, id string, t model.Transition) (*model.Job, error)
+
+	// ClaimJob atomically moves the oldest QUEUED job (by TimeQueued, then id)
+	// to STARTED for workerID at now and returns it. Exactly one of many
+	// concurrent claimers gets each job. NotFound when no job is queued.
+	ClaimJob(ctx context.Context, workerID string, now time.Time) (*model.Job, error)
+
+	// ListJobs lists jobs filtered by q, newest queued first, with a cursor for
+	// the next page ("" when there is none).
+	ListJobs(ctx context.Context, q JobQuery) ([]*model.Job, string, error)
+
+	// CountJobs counts jobs in each of states.
+	CountJobs(ctx context.Context, states ...model.State) (map[model.State]int, error)
+
+	// PutWorker creates or replaces a worker record (a heartbeat). A record
+	// that is QUARANTINED stays so: the stored state wins over w.State.
+	PutWorker(ctx context.Context, w *model.Worker) (*model.Worker, error)
+
+	// GetWorker returns one worker, or NotFound.
+	GetWorker(ctx context.Context, id string) (*model.Worker, error)
+
+	// ListWorkers lists workers; with seenBefore non-zero, only those whose
+	// LastSeen is older than it.
+	ListWorkers(ctx context.Context, seenBefore time.Time) ([]*model.Worker, error)
+
+	// SetWorkerQuarantined sets or clears quarantine; NotFound if missing.
+	SetWorkerQuarantined(ctx context.Context, id string, quarantined bool) (*model.Worker, error)
+
+	// DeleteWorker removes a worker record. Deleting a missing one is not an error.
+	DeleteWorker(ctx context.Context, id string) error
+
+	// AppendLog stores a chunk of a job's log at byte offset off. It is
+	// idempotent: appending the same chunk at the same offset again is a
+	// no-op. A chunk that does not start at the current end of the log
+	// (a gap or an overlap with different bytes) is FailedPrecondition.
+	// expires is when the log may be deleted.
+	AppendLog(ctx context.Context, jobID string, off int64, data []byte, expires time.Time) error
+
+	// ReadLog returns up to max bytes of the job's log starting at off, and
+	// the log's current total size. An unknown job's log is empty, not an error.
+	ReadLog(ctx context.Context, jobID string, off int64, max int) ([]byte, int64, error)
+
+	// ListExpiredLogs returns the ids of up to limit jobs whose logs expired before now.
+	ListExpiredLogs(ctx context.Context, now time.Time, limit int) ([]string, error)
+
+	// DeleteJobLogs deletes every chunk of a job's log; idempotent.
+	DeleteJobLogs(ctx context.Context, jobID string) error
+
+	// AcquireLease takes the named lease for holder until now+ttl if it is
+	// free, expired, or already held by holder. It reports whether holder has it.
+	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+
+	// GetMeta and SetMeta keep small controller settings (such as the Gerrit
+	// poll watermark). GetMeta of a missing key returns "" and no error.
+	GetMeta(ctx context.Context, key string) (string, error)
+	SetMeta(ctx context.Context, key, value string) error
+
+	// Close releases the store's resources.
+	Close() error
+}
+
+// JobQuery filters ListJobs. Zero fields do not filter.
+type JobQuery struct {
+	States []model.State
+	Src    string // exact job source
+	Worker string
+	// StartedBefore keeps only jobs started before it (for stale job checks).
+	StartedBefore time.Time
+	Limit         int    // default 100, at most 1000
+	Cursor        string // from a previous page
+}
+
+// PatchsetQuery filters ListPatchsets. Zero fields do not filter.
+type PatchsetQuery struct {
+	Change  int
+	Owner   string
+	Pending bool // only those not ended
+	Limit   int  // default 100, at most 1000
+	Cursor  string
+}
+
+// Limit applies the default and the ceiling of a page size.
+func Limit(n int) int {
+	switch {
+	case n <= 0:
+		return 100
+	case n > 1000:
+		return 1000
+	}
+	return n
+}
