@@ -1,0 +1,157 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/model"
+	"github.com/tollgate-ci/tollgate/core/store"
+)
+
+// CancelJob cancels a queued or running job and defers check_pending_cl
+// for its patchset. An unknown or already ended job is left alone: the
+// cancel has nothing to do, which is not an error.
+func (c *Controller) CancelJob(ctx context.Context, id, reason string) error {
+	if reason == "" {
+		reason = "cancelled"
+	}
+	j, err := c.st.UpdateJob(ctx, id, model.Transition{Kind: model.Cancel, Reason: reason, Now: c.clock.Now()})
+	switch {
+	case errs.Is(err, errs.NotFound):
+		c.log.InfoContext(ctx, "cancel of unknown job ignored", "job", id)
+		return nil
+	case errs.Is(err, errs.FailedPrecondition):
+		return nil
+	case err != nil:
+		return err
+	}
+	return c.afterJobEnded(ctx, j)
+}
+
+// afterJobEnded defers the check that ends j's patchset, so the vote never
+// waits for the next tick.
+func (c *Controller) afterJobEnded(ctx context.Context, j *model.Job) error {
+	if cl, ps, ok := j.Change(); ok {
+		return c.deferTask(ctx, CheckPendingCL, PatchsetArgs{ID: model.PatchsetID(cl, ps)})
+	}
+	return c.deferTask(ctx, UpdateJobMetrics, JobsArgs{JobIDs: []string{j.ID}})
+}
+
+// DeleteStaleJobs cancels jobs that have been STARTED for more than twice
+// their timeout: a worker that keeps heartbeating while its job hangs past
+// its own timeout is broken, and the job must not hold its patchset forever.
+func (c *Controller) DeleteStaleJobs(ctx context.Context) error {
+	now := c.clock.Now()
+	// The shortest possible stale age bounds the query; each job is then
+	// checked against its own type's timeout.
+	shortest := c.cfg.Timeouts.Job.D()
+	for name := range c.cfg.Jobs {
+		shortest = min(shortest, c.cfg.JobTimeout(name))
+	}
+	jobs, err := c.listAll(ctx, store.JobQuery{States: []model.State{model.Started}, StartedBefore: now.Add(-2 * shortest)})
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		limit := 2 * c.cfg.JobTimeout(j.Type)
+		if now.Sub(j.TimeStarted) <= limit {
+			continue
+		}
+		if err := c.CancelJob(ctx, j.ID, fmt.Sprintf("stale: running for more than %s, twice its timeout", limit)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReapDeadWorkers releases the jobs of workers silent for longer than
+// timeouts.worker_death (and of workers with no record at all): each such
+// job is queued again once, and ends as BOT_DIED the second time. Workers
+// silent for WorkerRemoval are deleted.
+func (c *Controller) ReapDeadWorkers(ctx context.Context) error {
+	now := c.clock.Now()
+	death := c.cfg.Timeouts.WorkerDeath.D()
+	all, err := c.st.ListWorkers(ctx, time.Time{})
+	if err != nil {
+		return err
+	}
+	alive := map[string]bool{}
+	var silent []*model.Worker
+	for _, w := range all {
+		if w.Alive(now, death) {
+			alive[w.ID] = true
+		} else {
+			silent = append(silent, w)
+		}
+	}
+	jobs, err := c.listAll(ctx, store.JobQuery{States: []model.State{model.Started}, StartedBefore: now.Add(-death)})
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if alive[j.Worker] {
+			continue
+		}
+		got, err := c.st.UpdateJob(ctx, j.ID, model.Transition{Kind: model.Release, State: model.BotDied, Worker: j.Worker,
+			Reason: fmt.Sprintf("worker %s stopped heartbeating", j.Worker), Now: now})
+		if errs.Is(err, errs.FailedPrecondition) || errs.Is(err, errs.NotFound) {
+			continue // it ended meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		c.log.InfoContext(ctx, "released job of dead worker", "job", j.ID, "worker", j.Worker, "state", got.State, "attempt", got.Attempt)
+		if got.State.Terminal() {
+			if err := c.afterJobEnded(ctx, got); err != nil {
+				return err
+			}
+		}
+	}
+	for _, w := range silent {
+		if now.Sub(w.LastSeen) >= c.WorkerRemoval {
+			if err := c.st.DeleteWorker(ctx, w.ID); err != nil {
+				return err
+			}
+			c.log.InfoContext(ctx, "removed silent worker", "worker", w.ID, "last_seen", w.LastSeen)
+		}
+	}
+	return nil
+}
+
+// DeleteExpiredLogs defers delete_job_logs for each job whose log expired.
+func (c *Controller) DeleteExpiredLogs(ctx context.Context) error {
+	ids, err := c.st.ListExpiredLogs(ctx, c.clock.Now(), 1000)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := c.deferTask(ctx, DeleteJobLogs, JobArgs{JobID: id}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteJobLogs deletes one job's log.
+func (c *Controller) DeleteJobLogs(ctx context.Context, id string) error {
+	return c.st.DeleteJobLogs(ctx, id)
+}
+
+// listAll pages through ListJobs.
+func (c *Controller) listAll(ctx context.Context, q store.JobQuery) ([]*model.Job, error) {
+	var all []*model.Job
+	q.Limit = 1000
+	for {
+		page, next, err := c.st.ListJobs(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		q.Cursor = next
+	}
+}

@@ -1,0 +1,200 @@
+package gerrit
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ci/tollgate/core/errs"
+)
+
+const changesBody = `)]}'
+[{"id":"p~main~I1","project":"p","branch":"main","change_id":"I1","subject":"s","status":"NEW",
+"created":"2026-11-01 10:00:00.000000000","updated":"2026-11-02 11:12:13.123456789","_number":42,
+"owner":{"_account_id":1000000,"email":"a@x.org"},"current_revision":"abc",
+"revisions":{"abc":{"_number":3,"ref":"refs/changes/42/42/3","uploader":{"_account_id":1000001,"email":"u@x.org"},"created":"2026-11-02 11:12:13.000000000"}},
+"labels":{"Presubmit-Ready":{"approved":{"_account_id":1000002,"email":"r@x.org"}}},"_more_changes":true}]
+`
+
+func newClient(t *testing.T, h http.HandlerFunc, o Options) *Client {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	o.URL = srv.URL
+	if o.BackoffBase == 0 {
+		o.BackoffBase = time.Millisecond
+	}
+	if o.MaxQPS == 0 {
+		o.MaxQPS = 1000
+	}
+	c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestQueryChangesParsesAndAuthenticates(t *testing.T) {
+	var gotPath, gotQuery, gotUser string
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		gotPath, gotQuery = r.URL.Path, r.URL.RawQuery
+		gotUser, _, _ = r.BasicAuth()
+		io.WriteString(w, changesBody)
+	}, Options{User: "bot", Password: "pw"})
+	changes, more, err := c.QueryChanges(context.Background(), "project:p branch:main is:open", []string{"CURRENT_REVISION", "LABELS"}, 50, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotPath != "/a/changes/" || gotUser != "bot" {
+		t.Errorf("path %q user %q, want /a/changes/ as bot", gotPath, gotUser)
+	}
+	for _, want := range []string{"o=CURRENT_REVISION", "o=LABELS", "n=50", "S=100", "q=project%3Ap+branch%3Amain+is%3Aopen"} {
+		if !strings.Contains(gotQuery, want) {
+			t.Errorf("query %q lacks %q", gotQuery, want)
+		}
+	}
+	if !more || len(changes) != 1 {
+		t.Fatalf("got %d changes more=%v, want 1 and more", len(changes), more)
+	}
+	ch := changes[0]
+	rev, ok := ch.Current()
+	if !ok || rev.Number != 3 || rev.Uploader.Email != "u@x.org" || ch.Labels["Presubmit-Ready"].Approved.Email != "r@x.org" {
+		t.Errorf("parsed %+v", ch)
+	}
+	if want := time.Date(2026, 11, 2, 11, 12, 13, 123456789, time.UTC); !ch.Updated.Equal(want) {
+		t.Errorf("updated = %v, want %v", ch.Updated, want)
+	}
+}
+
+func TestAnonymousUsesPlainPaths(t *testing.T) {
+	var gotPath string
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		gotPath = r.URL.EscapedPath()
+		io.WriteString(w, ")]}'\n{\"ref\":\"refs/heads/main\",\"revision\":\"deadbeef\"}")
+	}, Options{})
+	b, err := c.GetBranch(context.Background(), "platform/foo", "main")
+	if err != nil || b.Revision != "deadbeef" {
+		t.Fatalf("GetBranch = %+v, %v", b, err)
+	}
+	if gotPath != "/projects/platform%2Ffoo/branches/main" {
+		t.Errorf("path %q: project must be URL-encoded, no /a/ without credentials", gotPath)
+	}
+}
+
+func TestRetriesTransientThenSucceeds(t *testing.T) {
+	var calls atomic.Int32
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			http.Error(w, "overloaded", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, ")]}'\n[]")
+	}, Options{Retries: 3})
+	if _, _, err := c.QueryChanges(context.Background(), "is:open", nil, 0, 0); err != nil {
+		t.Fatalf("want success after 2 retries: %v", err)
+	}
+	if calls.Load() != 3 {
+		t.Errorf("calls = %d, want 3", calls.Load())
+	}
+}
+
+func TestErrorsCarryCodesAndURL(t *testing.T) {
+	for _, tc := range []struct {
+		status    int
+		code      errs.Code
+		wantCalls int32
+	}{
+		{404, errs.NotFound, 1},
+		{400, errs.InvalidArgument, 1},
+		{401, errs.Unauthenticated, 1},
+		{403, errs.PermissionDenied, 1},
+		{409, errs.FailedPrecondition, 1},
+		{503, errs.Unavailable, 3},
+	} {
+		var calls atomic.Int32
+		c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			http.Error(w, "nope", tc.status)
+		}, Options{Retries: 2})
+		_, err := c.GetChange(context.Background(), "42")
+		if errs.CodeOf(err) != tc.code {
+			t.Errorf("HTTP %d: code %v, want %v (%v)", tc.status, errs.CodeOf(err), tc.code, err)
+		}
+		if err == nil || !strings.Contains(err.Error(), "/changes/42") || !strings.Contains(err.Error(), "HTTP") {
+			t.Errorf("HTTP %d: error %q must name the URL and status", tc.status, err)
+		}
+		if calls.Load() != tc.wantCalls {
+			t.Errorf("HTTP %d: %d calls, want %d", tc.status, calls.Load(), tc.wantCalls)
+		}
+	}
+}
+
+func TestPostReviewNotRetriedOnAmbiguous500(t *testing.T) {
+	var calls atomic.Int32
+	var got ReviewInput
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		json.NewDecoder(r.Body).Decode(&got)
+		http.Error(w, "boom", http.StatusInternalServerError)
+	}, Options{Retries: 3})
+	err := c.PostReview(context.Background(), "p~main~I1", "abc", ReviewInput{Message: "m", Labels: map[string]int{"Code-Review": 1}, Tag: "autogenerated:tollgate"})
+	if err == nil || calls.Load() != 1 {
+		t.Fatalf("err=%v calls=%d: a 500 on POST may have been applied; it must not be retried", err, calls.Load())
+	}
+	if got.Tag != "autogenerated:tollgate" || got.Labels["Code-Review"] != 1 {
+		t.Errorf("body = %+v", got)
+	}
+}
+
+func TestMalformedJSONIsAClearError(t *testing.T) {
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, ")]}'\n[{\"_number\": \"x\"")
+	}, Options{})
+	_, _, err := c.QueryChanges(context.Background(), "is:open", nil, 0, 0)
+	if err == nil || !strings.Contains(err.Error(), "malformed JSON from Gerrit") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRateLimitBoundsRequests(t *testing.T) {
+	var calls atomic.Int32
+	c := newClient(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		io.WriteString(w, ")]}'\n[]")
+	}, Options{MaxQPS: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	for i := 0; i < 10; i++ {
+		c.QueryChanges(ctx, "is:open", nil, 0, 0)
+	}
+	// A burst of 2 passes at once; the third must wait ~500ms, past the deadline.
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d requests passed a 2 QPS limiter in 50ms, want 2", n)
+	}
+}
+
+func FuzzParseChanges(f *testing.F) {
+	f.Add([]byte(changesBody))
+	f.Add([]byte(")]}'\n[]"))
+	f.Add([]byte("[]"))
+	f.Add([]byte(")]}'\n[{\"_number\":1,\"updated\":\"bad\"}]"))
+	f.Add([]byte(")]}'\n[null]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		changes, err := ParseChanges(b)
+		if err != nil {
+			return
+		}
+		for _, c := range changes {
+			if c == nil || c.Number <= 0 {
+				t.Fatalf("accepted change without a number: %+v", c)
+			}
+			c.Current()
+		}
+	})
+}
