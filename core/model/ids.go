@@ -15,6 +15,7 @@ const IDTimeLayout = "20060102150405"
 var (
 	typeRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9_.]|-[a-z0-9_.])*$`)
 	branchRE = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
+	slugRE   = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 )
 
 // ValidJobType reports whether name may be a job type: lower-case letters,
@@ -63,7 +64,7 @@ func ParseJobID(id string) (JobIDParts, error) {
 	if !ValidJobType(typ) {
 		return JobIDParts{}, errs.E(errs.InvalidArgument, op, "job id %q has a bad type %q", id, typ)
 	}
-	if !branchRE.MatchString(src) || strings.Contains(src, "..") {
+	if !slugRE.MatchString(src) || strings.Contains(src, "..") {
 		return JobIDParts{}, errs.E(errs.InvalidArgument, op, "job id %q has a bad source %q", id, src)
 	}
 	if !strings.HasPrefix(src, "cls-") && !strings.HasPrefix(src, "branches-") {

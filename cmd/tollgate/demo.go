@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tollgate-ci/tollgate/core/config"
+	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/model"
+	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
+)
+
+// The demo: a fake Gerrit in this process with a project, sample changes
+// from trusted and untrusted uploaders, and a config that watches it.
+const (
+	demoProject  = "demo/hello"
+	demoUserEnv  = "TOLLGATE_DEMO_GERRIT_USER"
+	demoPassEnv  = "TOLLGATE_DEMO_GERRIT_PASSWORD"
+	demoUser     = "tollgate-bot"
+	demoTrusted  = `.*@example\.com`
+	demoReviewer = "carol@example.com"
+)
+
+const demoConfig = `
+gerrit:
+  url: %s
+  project: demo/hello
+  branches: [main]
+  user_env: TOLLGATE_DEMO_GERRIT_USER
+  password_env: TOLLGATE_DEMO_GERRIT_PASSWORD
+  poll_interval: 2s
+  full_reconcile_interval: 1m
+trust:
+  trusted_emails: '.*@example\.com'
+  ready_label: Presubmit-Ready
+vote:
+  enabled: true
+  label: Code-Review
+  ui_url: http://%s
+jobs:
+  build:
+    command: [sh, -c, "echo building; sleep 1; echo built"]
+  test:
+    command: [sh, -c, "echo testing; sleep 2; echo all tests passed"]
+  lint:
+    command: [sh, -c, "echo linting"]
+    skip_voting: true
+timeouts: {job: 10m, cl: 1h, worker_death: 1m}
+logs_ttl: 7d
+postsubmit: {interval: 1m}
+`
+
+type demo struct {
+	Config *config.Config
+	URL    string
+	Gerrit *fakegerrit.Server
+	log    *slog.Logger
+	first  fakegerrit.PatchSet // the change that gets a second patchset
+}
+
+// startDemo starts the fake Gerrit with its sample changes. listen is the
+// address the API will listen on (for the links in votes).
+func startDemo(ctx context.Context, log *slog.Logger, listen string) (*demo, error) {
+	password := randomHex(16)
+	g := fakegerrit.New(fakegerrit.Options{User: demoUser, Password: password})
+	url, err := g.Start("127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	d := &demo{Gerrit: g, URL: url, log: log}
+	if err := d.seed(); err != nil {
+		g.Close()
+		return nil, err
+	}
+	os.Setenv(demoUserEnv, demoUser)
+	os.Setenv(demoPassEnv, password)
+	if d.Config, err = config.Parse(fmt.Appendf(nil, demoConfig, url, listen)); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("demo config: %w", err)
+	}
+	return d, nil
+}
+
+func (d *demo) seed() error {
+	if _, err := d.Gerrit.CreateBranch(demoProject, "main", fakegerrit.CommitSpec{Subject: "Initial commit", AuthorEmail: "alice@example.com"}); err != nil {
+		return err
+	}
+	var err error
+	if d.first, err = d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
+		Subject: "Add a greeting", OwnerEmail: "alice@example.com"}); err != nil {
+		return err
+	}
+	bob, err := d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
+		Subject: "Fix a typo in the README", OwnerEmail: "bob@example.com"})
+	if err != nil {
+		return err
+	}
+	if err := d.Gerrit.SetVote(bob.Change, demoReviewer, "Presubmit-Ready", 1); err != nil {
+		return err
+	}
+	if _, err := d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
+		Subject: "Speed up the build (untrusted, no label)", OwnerEmail: "mallory@untrusted.example"}); err != nil {
+		return err
+	}
+	dave, err := d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
+		Subject: "Add Esperanto translation (outside contributor, approved)", OwnerEmail: "dave@contributor.example"})
+	if err != nil {
+		return err
+	}
+	return d.Gerrit.SetVote(dave.Change, demoReviewer, "Presubmit-Ready", 1)
+}
+
+// Drive plays the demo's story once the runtime is up: after the first
+// poll has queued alice's patchset 1, she uploads patchset 2, whose arrival
+// cancels patchset 1's jobs.
+func (d *demo) Drive(ctx context.Context, rt *embedded) {
+	id := model.PatchsetID(d.first.Change, 1)
+	for {
+		_, err := rt.Store.GetPatchset(ctx, id)
+		if err == nil {
+			break
+		}
+		if !errs.Is(err, errs.NotFound) {
+			d.log.Error("demo", "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if _, err := d.Gerrit.UploadPatchset(d.first.Change, fakegerrit.PatchSetSpec{UploaderEmail: "alice@example.com"}); err != nil {
+		d.log.Error("demo: upload patchset 2", "err", err)
+		return
+	}
+	d.log.Info("demo: alice uploaded patchset 2 of change " + fmt.Sprint(d.first.Change))
+}
+
+func (d *demo) Close() { d.Gerrit.Close() }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// runFakeGerrit runs the fake Gerrit alone until ctx ends.
+func runFakeGerrit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tollgate emulators gerrit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on")
+	user := fs.String("user", "tollgate-bot", "HTTP user for /a/ requests")
+	passEnv := fs.String("password-env", "", "environment variable holding the HTTP password (default: a random password, printed)")
+	seed := fs.Bool("seed", false, "create the demo project and sample changes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	password := randomHex(12)
+	if *passEnv != "" {
+		if password = os.Getenv(*passEnv); password == "" {
+			return fmt.Errorf("--password-env %s is empty", *passEnv)
+		}
+	}
+	g := fakegerrit.New(fakegerrit.Options{User: *user, Password: password})
+	url, err := g.Start(*listen)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if *seed {
+		d := &demo{Gerrit: g}
+		if err := d.seed(); err != nil {
+			return err
+		}
+	}
+	shown := password
+	if *passEnv != "" {
+		shown = "$" + *passEnv
+	}
+	fmt.Fprintf(stdout, "fake Gerrit at %s (user %s, password %s)\ncontrol API: %s/control/ (see emulators/gerrit/doc.go)\n",
+		url, *user, shown, strings.TrimRight(url, "/"))
+	<-ctx.Done()
+	return nil
+}

@@ -1,0 +1,76 @@
+// Command tollgate is Tollgate's one binary.
+//
+//	tollgate up [--config FILE] [--data DIR] [--listen ADDR] [--demo]
+//	    the whole controller in one process on embedded backends
+//	tollgate emulators gerrit [--listen ADDR]
+//	    the fake Gerrit alone, for tests and experiments
+//	tollgate version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+const usage = `usage: tollgate <command> [flags]
+
+commands:
+  up                 run the controller, API and scheduler in one process (embedded backends)
+  emulators gerrit   run the fake Gerrit server alone
+  version            print the version
+
+Run 'tollgate <command> -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "tollgate:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "up":
+		return runUp(ctx, args[1:], stdout, stderr)
+	case "emulators":
+		if len(args) > 1 && args[1] == "gerrit" {
+			return runFakeGerrit(ctx, args[2:], stdout, stderr)
+		}
+		return fmt.Errorf("usage: tollgate emulators gerrit [flags]")
+	case "version":
+		fmt.Fprintln(stdout, "tollgate", Version)
+		return nil
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func newLogger(w io.Writer, verbose bool) *slog.Logger {
+	lvl := slog.LevelInfo
+	if verbose {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}

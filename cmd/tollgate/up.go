@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate-ci/tollgate/adapters/fsblob"
+	"github.com/tollgate-ci/tollgate/adapters/localqueue"
+	"github.com/tollgate-ci/tollgate/adapters/prom"
+	"github.com/tollgate-ci/tollgate/adapters/sqlite"
+	"github.com/tollgate-ci/tollgate/core/config"
+	"github.com/tollgate-ci/tollgate/core/controller"
+	"github.com/tollgate-ci/tollgate/core/gerrit"
+	"github.com/tollgate-ci/tollgate/core/metrics"
+	"github.com/tollgate-ci/tollgate/core/tasks"
+	"github.com/tollgate-ci/tollgate/functions/api"
+)
+
+func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tollgate up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML); required unless --demo")
+	dataDir := fs.String("data", "./tollgate-data", "directory for the database and blobs")
+	listen := fs.String("listen", "127.0.0.1:8080", "address of the JSON API, /metrics and /healthz")
+	demo := fs.Bool("demo", false, "start a fake Gerrit with sample changes and a demo config")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, *verbose)
+
+	var cfg *config.Config
+	var dm *demo
+	switch {
+	case *demo:
+		var err error
+		if dm, err = startDemo(ctx, log, *listen); err != nil {
+			return err
+		}
+		defer dm.Close()
+		cfg = dm.Config
+	case *cfgPath == "":
+		return errors.New("up: --config FILE is required (or --demo to try it)")
+	default:
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			return err
+		}
+	}
+
+	rt, err := startEmbedded(ctx, embeddedOptions{Config: cfg, DataDir: *dataDir, Listen: *listen, Log: log})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "tollgate is up: API http://%s/api/v1/cls  metrics http://%s/metrics  data %s\n", rt.Addr, rt.Addr, *dataDir)
+	if dm != nil {
+		fmt.Fprintf(stdout, "demo: fake Gerrit at %s (reviews: %s/control/reviews)\n", dm.URL, dm.URL)
+		go dm.Drive(ctx, rt)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	return rt.Close()
+}
+
+// embeddedOptions configure the one-process runtime.
+type embeddedOptions struct {
+	Config  *config.Config
+	DataDir string
+	Listen  string
+	Log     *slog.Logger
+	// TickEvery overrides gerrit.poll_interval for the scheduler (tests).
+	TickEvery time.Duration
+}
+
+// embedded is the composition root of the one-process runtime: the SQLite
+// store, the SQLite-backed task queue, blobs in a directory, Prometheus
+// metrics, the controller, the scheduler and the HTTP listener.
+type embedded struct {
+	Addr       string
+	Store      *sqlite.Store
+	Queue      *localqueue.Queue
+	Blobs      *fsblob.Bucket
+	Controller *controller.Controller
+
+	srv     *http.Server
+	cancel  context.CancelFunc
+	done    chan struct{}
+	log     *slog.Logger
+}
+
+func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	dbPath := filepath.Join(o.DataDir, "tollgate.db")
+	st, err := sqlite.Open(dbPath)
+	if err != nil {
+		return nil, err
+	}
+	rt := &embedded{Store: st, log: o.Log, done: make(chan struct{})}
+	fail := func(err error) (*embedded, error) {
+		rt.closeAll()
+		return nil, err
+	}
+	if rt.Blobs, err = fsblob.Open(filepath.Join(o.DataDir, "blobs")); err != nil {
+		return fail(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m, err := prom.New(reg)
+	if err != nil {
+		return fail(err)
+	}
+	user, password, err := o.Config.Credentials()
+	if err != nil {
+		return fail(err)
+	}
+	gc, err := gerrit.New(gerrit.Options{URL: o.Config.Gerrit.URL, User: user, Password: password, MaxQPS: o.Config.Gerrit.MaxQPS, Metrics: m})
+	if err != nil {
+		return fail(err)
+	}
+	// The queue calls the controller and the controller defers into the
+	// queue; the handler closure breaks the construction cycle.
+	var ctrl *controller.Controller
+	rt.Queue, err = localqueue.Open(dbPath, localqueue.Options{
+		Handler:     func(ctx context.Context, t tasks.Task) error { return ctrl.Handle(ctx, t) },
+		MaxAttempts: o.Config.Tasks.MaxAttempts,
+		Logger:      o.Log,
+		OnRetry:     func(action string) { _ = m.Add(context.Background(), metrics.TaskRetries, map[string]string{"action": action}, 1) },
+		OnDead:      func(action string) { _ = m.Add(context.Background(), metrics.TaskDeadLetters, map[string]string{"action": action}, 1) },
+	})
+	if err != nil {
+		return fail(err)
+	}
+	if ctrl, err = controller.New(controller.Deps{Config: o.Config, Store: st, Tasks: rt.Queue, Gerrit: gc, Metrics: m, Log: o.Log}); err != nil {
+		return fail(err)
+	}
+	rt.Controller = ctrl
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", api.New(api.Options{Store: st, Dead: rt.Queue, Log: o.Log}))
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fail(fmt.Errorf("listen: %w", err))
+	}
+	rt.Addr = ln.Addr().String()
+	rt.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := rt.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			o.Log.Error("http server", "err", err)
+		}
+	}()
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	rt.cancel = cancel
+	if err := rt.Queue.Start(runCtx); err != nil {
+		cancel()
+		return fail(err)
+	}
+	every := o.TickEvery
+	if every <= 0 {
+		every = o.Config.Gerrit.PollInterval.D()
+	}
+	go rt.schedule(runCtx, every)
+	return rt, nil
+}
+
+// schedule defers a tick now and every interval: the tick fans out the rest.
+func (rt *embedded) schedule(ctx context.Context, every time.Duration) {
+	defer close(rt.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := rt.Queue.Defer(ctx, controller.Tick, nil); err != nil && ctx.Err() == nil {
+			rt.log.Error("scheduler: defer tick", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the scheduler, the HTTP server and the dispatchers (waiting for
+// handlers in flight), then closes the stores.
+func (rt *embedded) Close() error {
+	if rt.cancel != nil {
+		rt.cancel()
+		<-rt.done
+	}
+	if rt.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = rt.srv.Shutdown(ctx)
+	}
+	return rt.closeAll()
+}
+
+func (rt *embedded) closeAll() error {
+	var errList []error
+	if rt.Queue != nil {
+		errList = append(errList, rt.Queue.Close())
+	}
+	if rt.Blobs != nil {
+		errList = append(errList, rt.Blobs.Close())
+	}
+	if rt.Store != nil {
+		errList = append(errList, rt.Store.Close())
+	}
+	return errors.Join(errList...)
+}

@@ -1,0 +1,139 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ci/tollgate/core/errs"
+)
+
+const good = `
+gerrit:
+  url: https://review.example.com
+  project: platform/foo
+  branches: [main, release/v2]
+  user_env: GERRIT_USER
+  password_env: GERRIT_PASSWORD
+  poll_interval: 30s
+trust:
+  trusted_emails: '.*@example\.com|bot@partner\.org'
+vote:
+  ui_url: https://ci.example.com
+jobs:
+  linux-clang:
+    command: [tools/ci, linux-clang]
+    env: {CC: clang}
+    timeout: 1h
+  lint:
+    command: [tools/lint]
+    skip_voting: true
+logs_ttl: 7d
+tasks: {max_attempts: 8}
+`
+
+func TestParseGoodConfigWithDefaults(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Gerrit.PollInterval.D() != 30*time.Second || c.Gerrit.FullReconcileInterval.D() != time.Hour || c.Gerrit.MaxQPS != 10 {
+		t.Errorf("gerrit = %+v", c.Gerrit)
+	}
+	if c.Trust.ReadyLabel != "Presubmit-Ready" || c.Vote.Label != "Code-Review" || !c.Vote.Enabled {
+		t.Errorf("defaults not applied: %+v %+v", c.Trust, c.Vote)
+	}
+	if c.JobTimeout("linux-clang") != time.Hour || c.JobTimeout("lint") != 45*time.Minute {
+		t.Errorf("job timeouts %v %v", c.JobTimeout("linux-clang"), c.JobTimeout("lint"))
+	}
+	if c.LogsTTL.D() != 7*24*time.Hour || c.Tasks.MaxAttempts != 8 {
+		t.Errorf("logs_ttl %v max_attempts %d", c.LogsTTL.D(), c.Tasks.MaxAttempts)
+	}
+	for email, want := range map[string]bool{"a@example.com": true, "bot@partner.org": true, "a@example.com.evil": false, "evil@partner.org": false, "": false} {
+		if c.Trusted(email) != want {
+			t.Errorf("Trusted(%q) = %v", email, !want)
+		}
+	}
+	if got := c.JobNames(); strings.Join(got, ",") != "lint,linux-clang" {
+		t.Errorf("JobNames = %v", got)
+	}
+}
+
+func TestInvalidValuesNameTheirKey(t *testing.T) {
+	for _, tc := range []struct{ edit, key string }{
+		{"url: https://review.example.com => url: ftp://x", "gerrit.url"},
+		{"project: platform/foo => project: ''", "gerrit.project"},
+		{"branches: [main, release/v2] => branches: ['../x']", "gerrit.branches[0]"},
+		{"poll_interval: 30s => poll_interval: 10ms", "gerrit.poll_interval"},
+		{"poll_interval: 30s => poll_interval: soon", "soon"},
+		{`trusted_emails: '.*@example\.com|bot@partner\.org' => trusted_emails: '(['`, "trust.trusted_emails"},
+		{"command: [tools/lint] => command: []", "jobs.lint.command"},
+		{"CC: clang => TOLLGATE_JOB_ID: x", "jobs.linux-clang.env"},
+		{"linux-clang: => Linux--Clang:", "jobs.Linux--Clang"},
+		{"max_attempts: 8 => max_attempts: 0", "tasks.max_attempts"},
+		{"logs_ttl: 7d => logs_ttl: 1m", "logs_ttl"},
+		{"ui_url: https://ci.example.com => ui_url: javascript:alert(1)", "vote.ui_url"},
+		{"password_env: GERRIT_PASSWORD => password_env: ''", "gerrit.user_env"},
+		{"logs_ttl: 7d => logs_ttl: 7d\nsurprise: 1", "surprise"},
+	} {
+		old, new, _ := strings.Cut(tc.edit, " => ")
+		if !strings.Contains(good, old) {
+			t.Fatalf("test edit %q does not apply", old)
+		}
+		_, err := Parse([]byte(strings.Replace(good, old, new, 1)))
+		if !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: err = %v, want InvalidArgument naming %q", tc.edit, err, tc.key)
+		}
+	}
+}
+
+func TestEmptyConfigListsEveryRequiredKey(t *testing.T) {
+	_, err := Parse(nil)
+	for _, key := range []string{"gerrit.url", "gerrit.project", "trust.trusted_emails", "jobs"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("empty config: %v, want it to name %s", err, key)
+		}
+	}
+}
+
+func TestCredentialsComeFromTheEnvironment(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GERRIT_USER", "bot")
+	t.Setenv("GERRIT_PASSWORD", "")
+	if _, _, err := c.Credentials(); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "GERRIT_PASSWORD") {
+		t.Errorf("missing password: %v", err)
+	}
+	t.Setenv("GERRIT_PASSWORD", "pw")
+	if u, p, err := c.Credentials(); err != nil || u != "bot" || p != "pw" {
+		t.Errorf("got %q %q %v", u, p, err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte(""))
+	f.Add([]byte("gerrit: {url: 'http://x', project: p}\njobs: {a: {command: [x]}}\ntrust: {trusted_emails: '.*'}"))
+	f.Add([]byte("logs_ttl: 99999999999d"))
+	f.Add([]byte("jobs: {a: {timeout: -5s, command: [x]}}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			if !errs.Is(err, errs.InvalidArgument) {
+				t.Fatalf("error without InvalidArgument: %v", err)
+			}
+			return
+		}
+		// Whatever is accepted is usable as is.
+		if len(c.Jobs) == 0 || c.Gerrit.PollInterval.D() < time.Second || c.Tasks.MaxAttempts < 1 {
+			t.Fatalf("accepted an unusable config: %+v", c)
+		}
+		for _, n := range c.JobNames() {
+			if len(c.Jobs[n].Command) == 0 {
+				t.Fatalf("job %s without a command", n)
+			}
+		}
+	})
+}
