@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"strings"
 	"sync"
@@ -41,6 +42,10 @@ type Harness struct {
 	// Dead reads the dead letter; nil if the backend keeps it elsewhere,
 	// which skips the assertions that need it.
 	Dead tasks.DeadLetters
+	// Pending counts tasks deferred and not yet acknowledged (waiting,
+	// being delivered or waiting for a retry); nil if the backend cannot
+	// tell, which skips the checks that acknowledged tasks are gone.
+	Pending func(ctx context.Context) (int, error)
 	// Reopen abandons this harness as a crash would (no further deliveries
 	// from it; it was never started or its stop was called) and returns a
 	// new one on the same durable storage. Nil if the backend cannot, which
@@ -186,18 +191,38 @@ func testDeliverAll(t *testing.T, newHarness func(*testing.T, Options) Harness) 
 		return len(ids)+len(bad) >= n
 	})
 	mu.Lock()
-	defer mu.Unlock()
-	if len(bad) > 0 {
-		t.Fatalf("%d bad deliveries, first: %s", len(bad), bad[0])
+	badN, firstBad, gotIDs, delivered := len(bad), "", maps.Clone(ids), deliveries
+	if badN > 0 {
+		firstBad = bad[0]
+	}
+	mu.Unlock()
+	if badN > 0 {
+		t.Fatalf("%d bad deliveries, first: %s", badN, firstBad)
 	}
 	seen := map[string]bool{}
-	for i, id := range ids {
+	for i, id := range gotIDs {
 		if seen[id] {
 			t.Errorf("task %d shares ID %q with another Defer", i, id)
 		}
 		seen[id] = true
 	}
-	t.Logf("%d tasks, %d deliveries in %v", n, deliveries, time.Since(before))
+	t.Logf("%d tasks, %d deliveries in %v", n, delivered, time.Since(before))
+	waitAcked(t, h)
+}
+
+// waitAcked waits until the backend holds no unacknowledged task.
+func waitAcked(t *testing.T, h Harness) {
+	t.Helper()
+	if h.Pending == nil {
+		return
+	}
+	waitFor(t, deadline, "acknowledged tasks to be gone", func() bool {
+		n, err := h.Pending(context.Background())
+		if err != nil {
+			t.Fatalf("Pending: %v", err)
+		}
+		return n == 0
+	})
 }
 
 func testRetry(t *testing.T, newHarness func(*testing.T, Options) Harness) {
@@ -233,6 +258,7 @@ func testRetry(t *testing.T, newHarness func(*testing.T, Options) Harness) {
 	if got[0].Attempt != 1 {
 		t.Errorf("first delivery has Attempt %d, want 1", got[0].Attempt)
 	}
+	waitAcked(t, h)
 	if h.Dead != nil {
 		if d, ok := findDead(t, h.Dead, "flaky"); ok {
 			t.Errorf("a task that succeeded is in the dead letter: %+v", d)
@@ -266,6 +292,7 @@ func testDeadAfterMax(t *testing.T, newHarness func(*testing.T, Options) Harness
 		t.Errorf("dead task = %+v, want args {\"k\":\"v\"}, %d attempts, the last attempt's error, a recent time",
 			d, maxAttempts)
 	}
+	waitAcked(t, h)
 	got := rec.snapshot()
 	if len(got) < maxAttempts {
 		t.Errorf("dead-lettered after %d deliveries, want %d", len(got), maxAttempts)
