@@ -34,7 +34,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("config", "", "configuration file (YAML); required unless --demo")
 	dataDir := fs.String("data", "./tollgate-data", "directory for the database and blobs")
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the JSON API, /metrics and /healthz")
-	demo := fs.Bool("demo", false, "start a fake Gerrit with sample changes and a demo config")
+	demoFlag := fs.Bool("demo", false, "start a fake Gerrit with sample changes and a demo config")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -44,7 +44,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg *config.Config
 	var dm *demo
 	switch {
-	case *demo:
+	case *demoFlag:
 		var err error
 		if dm, err = startDemo(ctx, log, *listen); err != nil {
 			return err
@@ -94,10 +94,10 @@ type embedded struct {
 	Blobs      *fsblob.Bucket
 	Controller *controller.Controller
 
-	srv     *http.Server
-	cancel  context.CancelFunc
-	done    chan struct{}
-	log     *slog.Logger
+	srv    *http.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+	log    *slog.Logger
 }
 
 func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
@@ -138,8 +138,12 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 		Handler:     func(ctx context.Context, t tasks.Task) error { return ctrl.Handle(ctx, t) },
 		MaxAttempts: o.Config.Tasks.MaxAttempts,
 		Logger:      o.Log,
-		OnRetry:     func(action string) { _ = m.Add(context.Background(), metrics.TaskRetries, map[string]string{"action": action}, 1) },
-		OnDead:      func(action string) { _ = m.Add(context.Background(), metrics.TaskDeadLetters, map[string]string{"action": action}, 1) },
+		OnRetry: func(action string) {
+			_ = m.Add(context.Background(), metrics.TaskRetries, map[string]string{"action": action}, 1)
+		},
+		OnDead: func(action string) {
+			_ = m.Add(context.Background(), metrics.TaskDeadLetters, map[string]string{"action": action}, 1)
+		},
 	})
 	if err != nil {
 		return fail(err)
