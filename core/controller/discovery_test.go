@@ -142,7 +142,13 @@ func TestNewPatchsetCancelsOlderJobs(t *testing.T) {
 	if n := len(e.gerrit.Reviews(ch.Change)); n != 0 {
 		t.Errorf("%d reviews on a superseded patchset", n)
 	}
-	// Patchset 2 still votes.
+	// Patchset 2 votes once the ready label is applied to it (Gerrit does
+	// not copy Presubmit-Ready to a reworked patchset).
+	e.clock.Advance(time.Second)
+	if err := e.gerrit.SetVote(ch.Change, reviewer, "Presubmit-Ready", 1); err != nil {
+		t.Fatal(err)
+	}
+	e.poll()
 	e.finishAll()
 	e.run(controller.CheckPendingCLs, nil)
 	e.drain()

@@ -11,7 +11,6 @@ import (
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/metrics"
 	"github.com/tollgate-ci/tollgate/core/model"
-	"github.com/tollgate-ci/tollgate/core/store"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
 )
 
@@ -130,22 +129,21 @@ func TestReapDeadWorkersRequeuesOnceThenBotDied(t *testing.T) {
 	}
 	// Attempt 2 on w2, which dies too: final.
 	heartbeat("w2")
-	var again *model.Job
 	for {
 		c, err := e.st.ClaimJob(e.ctx, "w2", e.clock.Now())
 		if err != nil {
 			t.Fatal("requeued job not claimable")
 		}
 		if c.ID == j.ID {
-			again = c
 			break
 		}
 		e.st.UpdateJob(e.ctx, c.ID, model.Transition{Kind: model.Finish, Worker: "w2", State: model.Completed, ExitCode: new(int), Now: e.clock.Now()})
 	}
-	_ = again
 	e.clock.Advance(6 * time.Minute)
 	e.run(controller.ReapDeadWorkers, nil)
 	e.drain()
+	e.finishAll()
+	e.endAndVote()
 	got, _ = e.st.GetJob(e.ctx, j.ID)
 	if got.State != model.BotDied || got.Attempt != 2 {
 		t.Fatalf("after second death: %s attempt %d", got.State, got.Attempt)
@@ -237,5 +235,4 @@ func TestMetricsAreWrittenOnce(t *testing.T) {
 	if m.set[metrics.QueueLen] != 0 {
 		t.Errorf("queue len after = %v", m.set[metrics.QueueLen])
 	}
-	_ = store.JobQuery{}
 }

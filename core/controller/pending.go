@@ -167,7 +167,7 @@ func (c *Controller) CommentAndVote(ctx context.Context, id string) error {
 	if vote != 0 {
 		in.Labels = map[string]int{c.cfg.Vote.Label: vote}
 	}
-	if err := c.gr.PostReview(ctx, ps.ChangeID, ps.Revision, in); err != nil {
+	if err := c.gr.PostReview(ctx, strconv.Itoa(ps.Change), ps.Revision, in); err != nil {
 		return err
 	}
 	c.log.InfoContext(ctx, "review posted", "patchset", id, "vote", vote)
