@@ -2,6 +2,8 @@
 //
 //	tollgate up [--config FILE] [--data DIR] [--listen ADDR] [--demo]
 //	    the whole controller in one process on embedded backends
+//	tollgate worker --server URL --enroll-secret-env VAR [--channel N]
+//	    a worker on another machine, over the worker API
 //	tollgate emulators gerrit [--listen ADDR]
 //	    the fake Gerrit alone, for tests and experiments
 //	tollgate version
@@ -26,6 +28,7 @@ const usage = `usage: tollgate <command> [flags]
 
 commands:
   up                 run the controller, API and scheduler in one process (embedded backends)
+  worker             run a worker that joins a Tollgate server over the worker API
   emulators gerrit   run the fake Gerrit server alone
   version            print the version
 
@@ -51,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "up":
 		return runUp(ctx, args[1:], stdout, stderr)
+	case "worker":
+		return runWorker(ctx, args[1:], stdout, stderr)
 	case "emulators":
 		if len(args) > 1 && args[1] == "gerrit" {
 			return runFakeGerrit(ctx, args[2:], stdout, stderr)

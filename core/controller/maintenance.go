@@ -8,6 +8,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 	"github.com/tollgate-ci/tollgate/core/store"
+	"github.com/tollgate-ci/tollgate/core/tasks"
 )
 
 // CancelJob cancels a queued or running job and defers check_pending_cl
@@ -30,13 +31,24 @@ func (c *Controller) CancelJob(ctx context.Context, id, reason string) error {
 	return c.afterJobEnded(ctx, j)
 }
 
-// afterJobEnded defers the check that ends j's patchset, so the vote never
-// waits for the next tick.
 func (c *Controller) afterJobEnded(ctx context.Context, j *model.Job) error {
+	return JobEnded(ctx, c.tq, j)
+}
+
+// JobEnded defers what follows a job's end: check_pending_cl for its
+// patchset (which ends it and votes once every job ended, so the vote does
+// not wait for the next tick), or, for a postsubmit job, its metrics.
+func JobEnded(ctx context.Context, tq tasks.Tasks, j *model.Job) error {
+	var err error
 	if cl, ps, ok := j.Change(); ok {
-		return c.deferTask(ctx, CheckPendingCL, PatchsetArgs{ID: model.PatchsetID(cl, ps)})
+		err = tq.Defer(ctx, CheckPendingCL, PatchsetArgs{ID: model.PatchsetID(cl, ps)})
+	} else {
+		err = tq.Defer(ctx, UpdateJobMetrics, JobsArgs{JobIDs: []string{j.ID}})
 	}
-	return c.deferTask(ctx, UpdateJobMetrics, JobsArgs{JobIDs: []string{j.ID}})
+	if err != nil {
+		return fmt.Errorf("after job %s ended: %w", j.ID, err)
+	}
+	return nil
 }
 
 // DeleteStaleJobs cancels jobs that have been STARTED for more than twice
