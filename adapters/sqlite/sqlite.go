@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	sqlitedrv "modernc.org/sqlite"
@@ -54,7 +55,13 @@ type Store struct {
 	db     *sql.DB
 	path   string
 	writer chan struct{} // a one-slot semaphore held by the writing transaction
+
+	reads, writes atomic.Int64 // transactions run, for RoundTrips
 }
+
+// RoundTrips returns how many read and write transactions the Store ran:
+// the unit of cost benchmarks compare (one per method call, by design).
+func (s *Store) RoundTrips() (reads, writes int64) { return s.reads.Load(), s.writes.Load() }
 
 var _ store.Store = (*Store)(nil)
 
@@ -136,12 +143,14 @@ func (s *Store) write(ctx context.Context, op string, fn func(*sql.Tx) error) er
 		return wrap(op, ctx.Err())
 	}
 	defer func() { <-s.writer }()
+	s.writes.Add(1)
 	return wrap(op, s.run(ctx, false, fn))
 }
 
 // read runs fn in a deferred read-only transaction: one consistent snapshot
 // for all of fn's queries, taking no write lock.
 func (s *Store) read(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+	s.reads.Add(1)
 	return wrap(op, s.run(ctx, true, fn))
 }
 

@@ -198,10 +198,10 @@ func TestPollingPagesAndUsesWatermark(t *testing.T) {
 	}
 	// After the first (full) poll, polls ask only for changes updated since
 	// the watermark: an idle poll defers nothing.
-	before := e.tq.count(controller.CheckNewCL)
+	before := e.tq.Count(controller.CheckNewCL)
 	e.clock.Advance(time.Minute)
 	e.poll()
-	if got := e.tq.count(controller.CheckNewCL); got != before {
+	if got := e.tq.Count(controller.CheckNewCL); got != before {
 		t.Errorf("idle poll deferred %d check_new_cl", got-before)
 	}
 	late := e.upload(trusted, "late")
@@ -264,48 +264,48 @@ func TestMalformedTasksArePermanentErrors(t *testing.T) {
 func TestTickRunsOncePerInterval(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	e.run(controller.Tick, nil)
-	first := len(e.tq.all)
-	if e.tq.count(controller.CheckNewCLs) != 1 || e.tq.count(controller.QueuePostsubmitJobs) != 1 {
-		t.Fatalf("tick deferred %+v", e.tq.all)
+	first := e.tq.Count("")
+	if e.tq.Count(controller.CheckNewCLs) != 1 || e.tq.Count(controller.QueuePostsubmitJobs) != 1 {
+		t.Fatalf("tick deferred %+v", e.tq.All())
 	}
 	// A failsafe tick a second later is a no-op: no avalanche.
 	e.clock.Advance(time.Second)
 	if err := e.c.Tick(e.ctx, "another"); err != nil {
 		t.Fatal(err)
 	}
-	if len(e.tq.all) != first {
-		t.Fatalf("second tick within the interval deferred %d tasks", len(e.tq.all)-first)
+	if e.tq.Count("") != first {
+		t.Fatalf("second tick within the interval deferred %d tasks", e.tq.Count("")-first)
 	}
 	// After the interval the poll runs again, but not the hourly postsubmit.
 	e.clock.Advance(15 * time.Second)
 	if err := e.c.Tick(e.ctx, "third"); err != nil {
 		t.Fatal(err)
 	}
-	if e.tq.count(controller.CheckNewCLs) != 2 || e.tq.count(controller.QueuePostsubmitJobs) != 1 {
+	if e.tq.Count(controller.CheckNewCLs) != 2 || e.tq.Count(controller.QueuePostsubmitJobs) != 1 {
 		t.Fatalf("after 16s: check_new_cls=%d postsubmit=%d, want 2 and 1",
-			e.tq.count(controller.CheckNewCLs), e.tq.count(controller.QueuePostsubmitJobs))
+			e.tq.Count(controller.CheckNewCLs), e.tq.Count(controller.QueuePostsubmitJobs))
 	}
 }
 
 func TestDeferFailureIsRetried(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	ch := e.upload(trusted, "x")
-	e.tq.fail = func(action string) error {
+	e.tq.SetFail(func(action string) error {
 		if action == controller.CancelOlderJobs {
 			return errs.E(errs.Unavailable, "test", "queue down")
 		}
 		return nil
-	}
+	})
 	e.run(controller.CheckNewCLs, nil)
-	task, _ := e.tq.take()
+	task, _ := e.tq.Take()
 	if err := e.c.Handle(e.ctx, task); err == nil || !errs.Transient(err) {
 		t.Fatalf("check_new_cl with a failing Defer: %v, want a transient error", err)
 	}
-	e.tq.fail = nil
+	e.tq.SetFail(nil)
 	if err := e.c.Handle(e.ctx, task); err != nil { // the retry of the same delivery
 		t.Fatal(err)
 	}
-	if e.tq.count(controller.CancelOlderJobs) != 1 {
+	if e.tq.Count(controller.CancelOlderJobs) != 1 {
 		t.Fatal("retry after AlreadyExists did not defer cancel_older_jobs")
 	}
 	if _, jobs := e.patchset(ch.Change, 1); len(jobs) != 3 {

@@ -5,9 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/model"
 	"github.com/tollgate-ci/tollgate/core/store"
 	"github.com/tollgate-ci/tollgate/core/tasks"
+	"github.com/tollgate-ci/tollgate/core/tasks/taskstest"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
 )
 
@@ -56,65 +55,13 @@ jobs:
 timeouts: {job: 30m, cl: 3h, worker_death: 5m}
 `
 
-// recorder is a Tasks that keeps deferred tasks until the test drains them.
-type recorder struct {
-	mu    sync.Mutex
-	queue []tasks.Task
-	all   []tasks.Task
-	n     int
-	fail  func(action string) error // if set, Defer fails when it returns an error
-}
-
-func (r *recorder) Defer(ctx context.Context, action string, args any) error {
-	if r.fail != nil {
-		if err := r.fail(action); err != nil {
-			return err
-		}
-	}
-	b, err := tasks.Marshal(action, args)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.n++
-	t := tasks.Task{ID: "t" + strconv.Itoa(r.n), Action: action, Args: b, Attempt: 1, Created: t0}
-	r.queue = append(r.queue, t)
-	r.all = append(r.all, t)
-	return nil
-}
-
-func (r *recorder) take() (tasks.Task, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.queue) == 0 {
-		return tasks.Task{}, false
-	}
-	t := r.queue[0]
-	r.queue = r.queue[1:]
-	return t, true
-}
-
-// count returns how many tasks of action were ever deferred.
-func (r *recorder) count(action string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, t := range r.all {
-		if t.Action == action {
-			n++
-		}
-	}
-	return n
-}
-
 type env struct {
 	t      *testing.T
 	ctx    context.Context
 	clock  *clock.Fake
 	gerrit *fakegerrit.Server
 	st     store.Store
-	tq     *recorder
+	tq     *taskstest.Recorder
 	c      *controller.Controller
 	cfg    *config.Config
 	// twice makes drain deliver every task two times, as at-least-once
@@ -145,7 +92,7 @@ func newEnv(t *testing.T, cfgYAML string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, ctx: context.Background(), clock: fc, gerrit: g, st: st, tq: &recorder{}, cfg: cfg}
+	e := &env{t: t, ctx: context.Background(), clock: fc, gerrit: g, st: st, tq: &taskstest.Recorder{}, cfg: cfg}
 	e.c = e.newController(st, nil)
 	return e
 }
@@ -169,23 +116,13 @@ func (e *env) deliver(action string, args any) error {
 // drain delivers deferred tasks until none are left (twice each with e.twice).
 func (e *env) drain() {
 	e.t.Helper()
-	for i := 0; i < 10000; i++ {
-		t, ok := e.tq.take()
-		if !ok {
-			return
-		}
-		n := 1
-		if e.twice {
-			n = 2
-		}
-		for k := 0; k < n; k++ {
-			t.Attempt = k + 1
-			if err := e.c.Handle(e.ctx, t); err != nil {
-				e.t.Fatalf("task %s %s: %v", t.Action, t.Args, err)
-			}
-		}
+	times := 1
+	if e.twice {
+		times = 2
 	}
-	e.t.Fatal("drain: tasks keep coming after 10000 deliveries")
+	if t, err := e.tq.Drain(e.ctx, e.c.Handle, times, 20000); err != nil {
+		e.t.Fatalf("task %s %s: %v", t.Action, t.Args, err)
+	}
 }
 
 // poll runs check_new_cls and everything it defers.
