@@ -119,8 +119,15 @@ func (c *Controller) Handle(ctx context.Context, t tasks.Task) error {
 		}
 	}
 	c.log.Log(ctx, lvl, "action", "action", t.Action, "task", t.ID, "attempt", t.Attempt,
-		"outcome", outcome, "ms", time.Since(start).Milliseconds(), "args", string(t.Args), "err", errString(err))
+		"outcome", outcome, "ms", time.Since(start).Milliseconds(), "args", clip(string(t.Args), 200), "err", errString(err))
 	return err
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 func errString(err error) string {

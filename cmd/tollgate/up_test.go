@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-ci/tollgate/core/model"
+	"github.com/tollgate-ci/tollgate/functions/api"
+)
+
+// TestUpDemo runs `tollgate up --demo` in-process, as a newcomer would, and
+// checks what the README promises: the trusted patchsets have QUEUED jobs,
+// the untrusted change has none, and the superseded patchset's jobs are
+// CANCELLED. Then it stops it like Ctrl-C does.
+func TestUpDemo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"up", "--demo", "--data", t.TempDir(), "--listen", "127.0.0.1:0"}, pw, io.Discard)
+		pw.Close()
+	}()
+	addrRE := regexp.MustCompile(`API http://([0-9.:]+)/`)
+	var base string
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
+			base = "http://" + m[1]
+			break
+		}
+	}
+	if base == "" {
+		t.Fatalf("no address printed; run returned %v", <-done)
+	}
+	go io.Copy(io.Discard, pr)
+
+	want := func() (bool, string) {
+		var cls api.Page[*model.Patchset]
+		if err := getJSON(base+"/api/v1/cls", &cls); err != nil {
+			return false, err.Error()
+		}
+		got := map[string]bool{}
+		for _, p := range cls.Items {
+			got[p.ID] = true
+		}
+		for _, id := range []string{"1-1", "1-2", "2-1", "4-1"} {
+			if !got[id] {
+				return false, "missing patchset " + id
+			}
+		}
+		if got["3-1"] {
+			return false, "the untrusted change 3 got jobs"
+		}
+		for id, want := range map[string]model.State{"1-1": model.Cancelled, "1-2": model.Queued, "2-1": model.Queued, "4-1": model.Queued} {
+			var one api.PatchsetWithJobs
+			if err := getJSON(base+"/api/v1/cls/"+id, &one); err != nil {
+				return false, err.Error()
+			}
+			if len(one.Jobs) != 3 {
+				return false, id + " has no 3 jobs"
+			}
+			for _, j := range one.Jobs {
+				if j.State != want {
+					return false, j.ID + " is " + string(j.State) + ", want " + string(want)
+				}
+			}
+		}
+		return true, ""
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, why := want()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("demo state not reached in 30s: %s", why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "ci_job_queue_len") {
+		t.Error("/metrics lacks ci_job_queue_len")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("up returned %v on shutdown", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("up did not stop within 15s of SIGINT")
+	}
+}
+
+func getJSON(url string, v any) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func TestUpRefusesBadStarts(t *testing.T) {
+	dir := t.TempDir()
+	bad := dir + "/bad.yaml"
+	if err := writeFile(bad, "gerrit: {url: 'ftp://x', project: p}\ntrust: {trusted_emails: '.*'}\njobs: {a: {command: [x]}}\n"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"up", "--data", dir}, "--config FILE is required"},
+		{[]string{"up", "--config", bad, "--data", dir}, "gerrit.url"},
+		{[]string{"up", "--config", dir + "/missing.yaml"}, "missing.yaml"},
+		{[]string{"nonsense"}, "unknown command"},
+	} {
+		err := run(context.Background(), tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error naming %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o644) }
