@@ -14,7 +14,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/tollgate-ci/tollgate/core/blob"
+	"github.com/tollgate-ci/tollgate/core/clock"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 	"github.com/tollgate-ci/tollgate/core/store"
@@ -26,7 +29,15 @@ type Options struct {
 	Store store.Store
 	// Dead lists dead-lettered tasks; nil answers an empty list.
 	Dead tasks.DeadLetters
-	Log  *slog.Logger
+	// Blobs holds job artifacts; nil answers an empty list.
+	Blobs blob.Bucket
+	// Clock stamps "alive" in the workers list (default: real).
+	Clock clock.Clock
+	// WorkerDeath is how long a silent worker still counts as alive.
+	WorkerDeath time.Duration
+	// LongPoll bounds how long a log read waits for new bytes (default 25s).
+	LongPoll time.Duration
+	Log      *slog.Logger
 }
 
 // New returns the API handler. It serves /api/v1/... and /healthz.
@@ -34,12 +45,23 @@ func New(o Options) http.Handler {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.LongPoll <= 0 {
+		o.LongPoll = 25 * time.Second
+	}
 	s := &server{o: o}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/cls", s.listCLs)
 	mux.HandleFunc("GET /api/v1/cls/{id}", s.getCL)
 	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/log", s.getLog)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/artifacts", s.listArtifacts)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/artifacts/{name...}", s.getArtifact)
+	mux.HandleFunc("GET /api/v1/workers", s.listWorkers)
+	mux.HandleFunc("GET /api/v1/workers/{id}", s.getWorker)
 	mux.HandleFunc("GET /api/v1/branches", s.listBranches)
 	mux.HandleFunc("GET /api/v1/tasks/dead", s.listDead)
 	mux.HandleFunc("GET /healthz", s.healthz)
