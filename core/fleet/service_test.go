@@ -36,13 +36,18 @@ type env struct {
 	cfg   *config.Config
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvB(t) }
+
+func newEnvB(t testing.TB) *env {
 	t.Helper()
 	cfg, err := config.Parse([]byte(`
 gerrit: {url: "http://gerrit.invalid", project: p}
 trust: {trusted_emails: '.*'}
 jobs:
   build: {command: [make, all], env: {CC: clang}, timeout: 20m}
+  build2: {command: [make]}
+  build3: {command: [make]}
+  build4: {command: [make]}
   test: {command: [make, test]}
 logs_ttl: 2d
 `))
@@ -67,8 +72,10 @@ logs_ttl: 2d
 	return e
 }
 
+func queueB(t testing.TB, e *env, cl int) { e.queue(t, cl, "build", "build2", "build3", "build4", "test") }
+
 // queue creates patchset cl-1 with one job per type.
-func (e *env) queue(t *testing.T, cl int, types ...string) []*model.Job {
+func (e *env) queue(t testing.TB, cl int, types ...string) []*model.Job {
 	t.Helper()
 	if len(types) == 0 {
 		types = []string{"build", "test"}
