@@ -72,7 +72,9 @@ logs_ttl: 2d
 	return e
 }
 
-func queueB(t testing.TB, e *env, cl int) { e.queue(t, cl, "build", "build2", "build3", "build4", "test") }
+func queueB(t testing.TB, e *env, cl int) {
+	e.queue(t, cl, "build", "build2", "build3", "build4", "test")
+}
 
 // queue creates patchset cl-1 with one job per type.
 func (e *env) queue(t testing.TB, cl int, types ...string) []*model.Job {
