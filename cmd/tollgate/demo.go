@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/config"
+	"github.com/tollgate-ci/tollgate/core/controller"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
@@ -47,11 +48,11 @@ vote:
   ui_url: http://%s
 jobs:
   build:
-    command: [sh, -c, "echo building; sleep 1; echo built"]
+    command: [sh, -c, "echo building change $TOLLGATE_CHANGE patchset $TOLLGATE_PATCHSET; sleep 1; mkdir -p $TOLLGATE_ARTIFACTS_DIR/bin; echo binary > $TOLLGATE_ARTIFACTS_DIR/bin/hello; echo built"]
   test:
-    command: [sh, -c, "echo testing; sleep 2; echo all tests passed"]
+    command: [sh, -c, "echo running 3 tests; sleep 1; if [ \"$TOLLGATE_CHANGE\" = 4 ]; then echo 'FAIL: translation_test: missing plural forms'; exit 1; fi; echo 'all 3 tests passed'"]
   lint:
-    command: [sh, -c, "echo linting"]
+    command: [sh, -c, "echo linting; sleep 1; echo 'warning: line too long'; exit 1"]
     skip_voting: true
 timeouts: {job: 10m, cl: 1h, worker_death: 1m}
 logs_ttl: 7d
@@ -119,8 +120,9 @@ func (d *demo) seed() error {
 }
 
 // Drive plays the demo's story once the runtime is up: after the first
-// poll has queued alice's patchset 1, she uploads patchset 2, whose arrival
-// cancels patchset 1's jobs.
+// poll has queued alice's patchset 1, she uploads patchset 2, and Gerrit's
+// webhook (played here by deferring check_new_cl) tells Tollgate at once;
+// patchset 2's arrival cancels patchset 1's jobs.
 func (d *demo) Drive(ctx context.Context, rt *embedded) {
 	id := model.PatchsetID(d.first.Change, 1)
 	for {
@@ -143,6 +145,9 @@ func (d *demo) Drive(ctx context.Context, rt *embedded) {
 		return
 	}
 	d.log.Info("demo: alice uploaded patchset 2 of change " + fmt.Sprint(d.first.Change))
+	if err := rt.Queue.Defer(ctx, controller.CheckNewCL, controller.CheckNewCLArgs{Change: d.first.Change}); err != nil {
+		d.log.Error("demo: webhook", "err", err)
+	}
 }
 
 func (d *demo) Close() { d.Gerrit.Close() }

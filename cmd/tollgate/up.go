@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,10 +23,13 @@ import (
 	"github.com/tollgate-ci/tollgate/adapters/sqlite"
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/controller"
+	"github.com/tollgate-ci/tollgate/core/fleet"
 	"github.com/tollgate-ci/tollgate/core/gerrit"
 	"github.com/tollgate-ci/tollgate/core/metrics"
 	"github.com/tollgate-ci/tollgate/core/tasks"
+	"github.com/tollgate-ci/tollgate/core/worker"
 	"github.com/tollgate-ci/tollgate/functions/api"
+	"github.com/tollgate-ci/tollgate/functions/workerapi"
 )
 
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -35,6 +39,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	dataDir := fs.String("data", "./tollgate-data", "directory for the database and blobs")
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the JSON API, /metrics and /healthz")
 	demoFlag := fs.Bool("demo", false, "start a fake Gerrit with sample changes and a demo config")
+	workers := fs.Int("workers", 2, "built-in workers running jobs in this process (0: only remote workers)")
+	secretEnv := fs.String("enroll-secret-env", "TOLLGATE_ENROLL_SECRET", "environment variable holding the secret remote workers enroll with (unset: the worker API refuses enrollment; with --demo a secret is made up and printed)")
+	channel := fs.Int("channel", 0, "worker API channel id; remote workers must use the same")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -60,11 +67,24 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	rt, err := startEmbedded(ctx, embeddedOptions{Config: cfg, DataDir: *dataDir, Listen: *listen, Log: log})
+	secret := os.Getenv(*secretEnv)
+	if secret == "" && dm != nil {
+		secret = randomHex(16)
+	}
+	rt, err := startEmbedded(ctx, embeddedOptions{Config: cfg, DataDir: *dataDir, Listen: *listen, Log: log,
+		Workers: *workers, EnrollSecret: secret, Channel: *channel})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "tollgate is up: API http://%s/api/v1/cls  metrics http://%s/metrics  data %s\n", rt.Addr, rt.Addr, *dataDir)
+	fmt.Fprintf(stdout, "tollgate is up: API http://%s/api/v1/cls  metrics http://%s/metrics  data %s  workers %d\n", rt.Addr, rt.Addr, *dataDir, *workers)
+	if secret != "" {
+		if os.Getenv(*secretEnv) == "" {
+			fmt.Fprintf(stdout, "remote workers: %s=%s go run ./cmd/tollgate worker --server http://%s --enroll-secret-env %s --channel %d\n",
+				*secretEnv, secret, rt.Addr, *secretEnv, *channel)
+		} else {
+			fmt.Fprintf(stdout, "remote workers: tollgate worker --server http://%s --enroll-secret-env %s --channel %d\n", rt.Addr, *secretEnv, *channel)
+		}
+	}
 	if dm != nil {
 		fmt.Fprintf(stdout, "demo: fake Gerrit at %s (reviews: %s/control/reviews)\n", dm.URL, dm.URL)
 		go dm.Drive(ctx, rt)
@@ -82,6 +102,11 @@ type embeddedOptions struct {
 	Log     *slog.Logger
 	// TickEvery overrides gerrit.poll_interval for the scheduler (tests).
 	TickEvery time.Duration
+	// Workers is how many built-in workers run jobs in this process.
+	Workers int
+	// EnrollSecret lets remote workers enroll over the worker API ("": refused).
+	EnrollSecret string
+	Channel      int
 }
 
 // embedded is the composition root of the one-process runtime: the SQLite
@@ -93,11 +118,14 @@ type embedded struct {
 	Queue      *localqueue.Queue
 	Blobs      *fsblob.Bucket
 	Controller *controller.Controller
+	Fleet      *fleet.Service
 
-	srv    *http.Server
-	cancel context.CancelFunc
-	done   chan struct{}
-	log    *slog.Logger
+	srv       *http.Server
+	workerAPI *workerapi.Handler
+	cancel    context.CancelFunc
+	done      chan struct{}
+	workersWG sync.WaitGroup
+	log       *slog.Logger
 }
 
 func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
@@ -152,10 +180,16 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 		return fail(err)
 	}
 	rt.Controller = ctrl
+	if rt.Fleet, err = fleet.NewService(fleet.Options{Config: o.Config, Store: st, Tasks: rt.Queue, Blobs: rt.Blobs, Log: o.Log}); err != nil {
+		return fail(err)
+	}
+	rt.workerAPI = workerapi.NewHandler(workerapi.Options{Backend: rt.Fleet, Store: st, EnrollSecret: o.EnrollSecret,
+		Channel: o.Channel, Log: o.Log})
 
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.Handle("/", api.New(api.Options{Store: st, Dead: rt.Queue, Log: o.Log}))
+	mux.Handle(workerapi.Prefix, rt.workerAPI)
+	mux.Handle("/", api.New(api.Options{Store: st, Dead: rt.Queue, Blobs: rt.Blobs, WorkerDeath: o.Config.Timeouts.WorkerDeath.D(), Log: o.Log}))
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("listen: %w", err))
@@ -179,6 +213,20 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 		every = o.Config.Gerrit.PollInterval.D()
 	}
 	go rt.schedule(runCtx, every)
+	host, _ := os.Hostname()
+	for i := 1; i <= o.Workers; i++ {
+		w, err := worker.New(worker.Options{Backend: rt.Fleet, ID: fmt.Sprintf("local-%d", i), Host: host, Version: Version,
+			WorkDir: filepath.Join(o.DataDir, "work", fmt.Sprintf("local-%d", i)), Log: o.Log})
+		if err != nil {
+			rt.Close()
+			return nil, err
+		}
+		rt.workersWG.Go(func() {
+			if err := w.Run(runCtx); err != nil && runCtx.Err() == nil {
+				o.Log.Error("worker stopped", "err", err)
+			}
+		})
+	}
 	return rt, nil
 }
 
@@ -202,10 +250,16 @@ func (rt *embedded) schedule(ctx context.Context, every time.Duration) {
 // Close stops the scheduler, the HTTP server and the dispatchers (waiting for
 // handlers in flight), then closes the stores.
 func (rt *embedded) Close() error {
+	if rt.workerAPI != nil {
+		rt.workerAPI.Drain()
+	}
 	if rt.cancel != nil {
 		rt.cancel()
 		<-rt.done
 	}
+	// Built-in workers stop their jobs (INTERRUPTED, queued again) before
+	// the queue and the store close under them.
+	rt.workersWG.Wait()
 	if rt.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -17,9 +18,11 @@ import (
 )
 
 // TestUpDemo runs `tollgate up --demo` in-process, as a newcomer would, and
-// checks what the README promises: the trusted patchsets have QUEUED jobs,
-// the untrusted change has none, and the superseded patchset's jobs are
-// CANCELLED. Then it stops it like Ctrl-C does.
+// checks what the README promises: the built-in workers run the trusted
+// patchsets' jobs, the untrusted change gets none, the superseded
+// patchset's jobs are CANCELLED, and the fake Gerrit receives a +1 on bob's
+// change and a -1 listing the failed test on dave's. Then it stops it like
+// Ctrl-C does.
 func TestUpDemo(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -30,15 +33,19 @@ func TestUpDemo(t *testing.T) {
 		pw.Close()
 	}()
 	addrRE := regexp.MustCompile(`API http://([0-9.:]+)/`)
-	var base string
+	gerritRE := regexp.MustCompile(`fake Gerrit at (http://[0-9.:]+) `)
+	var base, gerritURL string
 	sc := bufio.NewScanner(pr)
 	for sc.Scan() {
 		if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
 			base = "http://" + m[1]
+		}
+		if m := gerritRE.FindStringSubmatch(sc.Text()); m != nil {
+			gerritURL = m[1]
 			break
 		}
 	}
-	if base == "" {
+	if base == "" || gerritURL == "" {
 		t.Fatalf("no address printed; run returned %v", <-done)
 	}
 	go io.Copy(io.Discard, pr)
@@ -60,7 +67,13 @@ func TestUpDemo(t *testing.T) {
 		if got["3-1"] {
 			return false, "the untrusted change 3 got jobs"
 		}
-		for id, want := range map[string]model.State{"1-1": model.Cancelled, "1-2": model.Queued, "2-1": model.Queued, "4-1": model.Queued} {
+		want := map[string]map[string]model.State{
+			"1-1": {"build": model.Cancelled, "test": model.Cancelled, "lint": model.Cancelled},
+			"1-2": {"build": model.Completed, "test": model.Completed, "lint": model.Failed},
+			"2-1": {"build": model.Completed, "test": model.Completed, "lint": model.Failed},
+			"4-1": {"build": model.Completed, "test": model.Failed, "lint": model.Failed},
+		}
+		for id, states := range want {
 			var one api.PatchsetWithJobs
 			if err := getJSON(base+"/api/v1/cls/"+id, &one); err != nil {
 				return false, err.Error()
@@ -69,21 +82,39 @@ func TestUpDemo(t *testing.T) {
 				return false, id + " has no 3 jobs"
 			}
 			for _, j := range one.Jobs {
-				if j.State != want {
-					return false, j.ID + " is " + string(j.State) + ", want " + string(want)
+				if j.State != states[j.Type] {
+					return false, j.ID + " is " + string(j.State) + ", want " + string(states[j.Type])
 				}
 			}
 		}
+		var reviews []struct {
+			Change  int            `json:"change"`
+			Labels  map[string]int `json:"labels"`
+			Message string         `json:"message"`
+		}
+		if err := getJSON(gerritURL+"/control/reviews", &reviews); err != nil {
+			return false, err.Error()
+		}
+		votes := map[int][]int{}
+		for _, r := range reviews {
+			votes[r.Change] = append(votes[r.Change], r.Labels["Code-Review"])
+			if r.Change == 4 && !strings.Contains(r.Message, "FAIL: test (exit code 1)") {
+				return false, "dave's review does not list the failed test: " + r.Message
+			}
+		}
+		if len(votes[2]) != 1 || votes[2][0] != 1 || len(votes[4]) != 1 || votes[4][0] != -1 || len(votes[1]) != 0 || len(votes[3]) != 0 {
+			return false, fmt.Sprintf("votes per change = %v, want {2:[1] 4:[-1]}", votes)
+		}
 		return true, ""
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ok, why := want()
 		if ok {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("demo state not reached in 30s: %s", why)
+			t.Fatalf("demo state not reached in 60s: %s", why)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

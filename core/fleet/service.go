@@ -282,7 +282,7 @@ func (s *Service) Finish(ctx context.Context, r Result) error {
 func (s *Service) finish(ctx context.Context, r Result) error {
 	t := model.Transition{Kind: model.Finish, Worker: r.WorkerID, State: r.State, ExitCode: r.ExitCode, Reason: r.Reason, Now: s.o.Clock.Now()}
 	if r.State == model.Cancelled {
-		t = model.Transition{Kind: model.Cancel, Reason: r.Reason, Now: t.Now}
+		t = model.Transition{Kind: model.Cancel, Worker: r.WorkerID, Reason: r.Reason, Now: t.Now}
 	}
 	j, err := s.o.Store.UpdateJob(ctx, r.JobID, t)
 	if errs.Is(err, errs.FailedPrecondition) {
@@ -290,8 +290,9 @@ func (s *Service) finish(ctx context.Context, r Result) error {
 		if gerr != nil {
 			return gerr
 		}
-		// A retried Finish (or a worker confirming a cancel) is a no-op.
-		if cur.State == r.State && (cur.Worker == r.WorkerID || r.State == model.Cancelled) {
+		// A retried Finish, or a worker confirming the cancel of its own
+		// job, is a no-op; a job given to another worker meanwhile is not.
+		if cur.State == r.State && cur.Worker == r.WorkerID {
 			return nil
 		}
 		return err

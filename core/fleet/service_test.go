@@ -350,3 +350,24 @@ func TestContention(t *testing.T) {
 		t.Fatalf("completed = %d", c[model.Completed])
 	}
 }
+
+func TestStaleCancelConfirmationCannotTouchAnotherWorkersJob(t *testing.T) {
+	e := newEnv(t)
+	e.queue(t, 1, "build")
+	e.hb(t, "w1", "")
+	e.hb(t, "w2", "")
+	a, _ := e.svc.Claim(e.ctx, "w1")
+	// w1 is shut down: the job is queued again and w2 takes it.
+	if err := e.svc.Finish(e.ctx, fleet.Result{WorkerID: "w1", JobID: a.Job.ID, State: model.Interrupted}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := e.svc.Claim(e.ctx, "w2"); err != nil || b.Job.ID != a.Job.ID {
+		t.Fatalf("w2 claim: %+v %v", b, err)
+	}
+	if err := e.svc.Finish(e.ctx, fleet.Result{WorkerID: "w1", JobID: a.Job.ID, State: model.Cancelled}); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("w1 cancelling w2's job: %v", err)
+	}
+	if j, _ := e.st.GetJob(e.ctx, a.Job.ID); j.State != model.Started || j.Worker != "w2" {
+		t.Fatalf("job = %s on %s, want STARTED on w2", j.State, j.Worker)
+	}
+}

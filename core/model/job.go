@@ -124,7 +124,8 @@ const (
 	Start TransitionKind = iota + 1
 	// Finish: STARTED (by Worker, if set) → State, a terminal state.
 	Finish
-	// Cancel: QUEUED or STARTED → CANCELLED.
+	// Cancel: QUEUED or STARTED → CANCELLED. With Worker set (a worker
+	// giving up its job), only a job STARTED by that worker.
 	Cancel
 	// Release: STARTED (by Worker, if set) ended by infrastructure (State is
 	// INTERRUPTED or BOT_DIED). The first time, the job is queued again as
@@ -168,6 +169,9 @@ func (j *Job) Apply(t Transition) error {
 	case Cancel:
 		if j.State.Terminal() {
 			return errs.E(errs.FailedPrecondition, op, "job %s already ended as %s", j.ID, j.State)
+		}
+		if t.Worker != "" && (j.State != Started || j.Worker != t.Worker) {
+			return errs.E(errs.FailedPrecondition, op, "job %s is not run by %s", j.ID, t.Worker)
 		}
 		j.State, j.TimeEnded, j.Reason = Cancelled, now, t.Reason
 		return nil
