@@ -193,5 +193,5 @@ func TestWorkerShutdownInterruptsAndRequeues(t *testing.T) {
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Errorf("the job's process %d survived the worker's shutdown", pid)
 	}
-	
+
 }
