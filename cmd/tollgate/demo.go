@@ -28,6 +28,8 @@ const (
 	demoUser     = "tollgate-bot"
 	demoTrusted  = `.*@example\.com`
 	demoReviewer = "carol@example.com"
+	// demoGerritAddr is where the demo's fake Gerrit listens if it can.
+	demoGerritAddr = "127.0.0.1:8081"
 )
 
 const demoConfig = `
@@ -72,9 +74,13 @@ type demo struct {
 func startDemo(ctx context.Context, log *slog.Logger, listen string) (*demo, error) {
 	password := randomHex(16)
 	g := fakegerrit.New(fakegerrit.Options{User: demoUser, Password: password})
-	url, err := g.Start("127.0.0.1:0")
+	// A fixed port keeps the README's commands true; a busy one falls back
+	// to any free port (the address is printed either way).
+	url, err := g.Start(demoGerritAddr)
 	if err != nil {
-		return nil, err
+		if url, err = g.Start("127.0.0.1:0"); err != nil {
+			return nil, err
+		}
 	}
 	d := &demo{Gerrit: g, URL: url, log: log}
 	if err := d.seed(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +66,14 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /api/v1/branches", s.listBranches)
 	mux.HandleFunc("GET /api/v1/tasks/dead", s.listDead)
 	mux.HandleFunc("GET /healthz", s.healthz)
+	// The links in Gerrit messages ({ui_url}/jobs/{id}, {ui_url}/cls/{id})
+	// lead to the JSON until the web UI serves these paths.
+	mux.HandleFunc("GET /jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/api/v1/jobs/"+url.PathEscape(r.PathValue("id")), http.StatusFound)
+	})
+	mux.HandleFunc("GET /cls/{id}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/api/v1/cls/"+url.PathEscape(r.PathValue("id")), http.StatusFound)
+	})
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.E(errs.NotFound, "api", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
