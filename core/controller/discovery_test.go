@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,18 +197,36 @@ func TestPollingPagesAndUsesWatermark(t *testing.T) {
 			t.Fatalf("change %d not ingested across pages: %v", n, err)
 		}
 	}
+	if q := e.lastQuery(); strings.Contains(q, "after:") {
+		t.Errorf("first poll %q: want a full reconcile", q)
+	}
 	// After the first (full) poll, polls ask only for changes updated since
-	// the watermark: an idle poll defers nothing.
+	// the watermark, less the overlap: an idle poll defers nothing.
+	wm, _ := e.st.GetMeta(e.ctx, "gerrit.watermark")
+	wmTime, err := time.Parse(time.RFC3339Nano, wm)
+	if err != nil {
+		t.Fatalf("watermark %q: %v", wm, err)
+	}
 	before := e.tq.Count(controller.CheckNewCL)
 	e.clock.Advance(time.Minute)
 	e.poll()
 	if got := e.tq.Count(controller.CheckNewCL); got != before {
 		t.Errorf("idle poll deferred %d check_new_cl", got-before)
 	}
+	want := `after:"` + wmTime.Add(-5*time.Minute).Format("2006-01-02 15:04:05") + `"`
+	if q := e.lastQuery(); !strings.Contains(q, want) {
+		t.Errorf("incremental poll %q lacks %s", q, want)
+	}
 	late := e.upload(trusted, "late")
 	e.poll()
 	if _, err := e.st.GetPatchset(e.ctx, model.PatchsetID(late.Change, 1)); err != nil {
 		t.Fatalf("change after the watermark missed: %v", err)
+	}
+	// Once full_reconcile_interval (1h) has passed, a poll lists everything again.
+	e.clock.Advance(time.Hour)
+	e.poll()
+	if q := e.lastQuery(); strings.Contains(q, "after:") {
+		t.Errorf("poll after the reconcile interval %q: want a full reconcile", q)
 	}
 }
 

@@ -4,8 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,17 +70,37 @@ type env struct {
 	// twice makes drain deliver every task two times, as at-least-once
 	// delivery may.
 	twice bool
+
+	mu      sync.Mutex
+	queries []string // the q= of every change query Gerrit received
+}
+
+// lastQuery returns the newest change query Gerrit received.
+func (e *env) lastQuery() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.queries) == 0 {
+		return ""
+	}
+	return e.queries[len(e.queries)-1]
 }
 
 func newEnv(t *testing.T, cfgYAML string) *env {
 	t.Helper()
 	fc := clock.NewFake(t0)
 	g := fakegerrit.New(fakegerrit.Options{User: "tollgate-bot", Password: "secret", Clock: fc})
-	url, err := g.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
+	e := &env{t: t, ctx: context.Background(), clock: fc, gerrit: g, tq: &taskstest.Recorder{}}
+	// The fake Gerrit behind a real HTTP server that notes each change query.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/a/changes/" {
+			e.mu.Lock()
+			e.queries = append(e.queries, r.URL.Query().Get("q"))
+			e.mu.Unlock()
+		}
+		g.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	url := srv.URL
 	if _, err := g.CreateBranch(project, "main", fakegerrit.CommitSpec{Subject: "Initial commit"}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +115,7 @@ func newEnv(t *testing.T, cfgYAML string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	e := &env{t: t, ctx: context.Background(), clock: fc, gerrit: g, st: st, tq: &taskstest.Recorder{}, cfg: cfg}
+	e.st, e.cfg = st, cfg
 	e.c = e.newController(st, nil)
 	return e
 }
