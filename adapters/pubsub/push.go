@@ -163,7 +163,10 @@ func (t *Tasks) Settle(ctx context.Context, task tasks.Task, herr error, maxAtte
 		return Acked, nil
 	case errs.Is(herr, errs.InvalidArgument), maxAttempts > 0 && task.Attempt >= maxAttempts:
 		if err := t.Bury(ctx, task, task.Attempt, herr.Error()); err != nil {
-			return Retry, fmt.Errorf("%w (and dead-lettering it failed: %v)", herr, err)
+			// Unavailable, whatever herr was: redelivery may succeed in
+			// dead-lettering it.
+			return Retry, errs.Wrap(errs.Unavailable, "pubsub.Settle",
+				fmt.Errorf("dead-lettering task %s after %q failed: %w", task.ID, herr.Error(), err))
 		}
 		return DeadLettered, nil
 	}
