@@ -1,0 +1,462 @@
+package firestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	fs "cloud.google.com/go/firestore"
+	"google.golang.org/api/iterator"
+
+	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/model"
+	"github.com/tollgate-ci/tollgate/core/store"
+)
+
+func (s *Store) patchsetRef(id string) *fs.DocumentRef { return s.col(cPatchsets).Doc(docID(id)) }
+func (s *Store) jobRef(id string) *fs.DocumentRef      { return s.col(cJobs).Doc(spreadID(id)) }
+func (s *Store) postsubmitRef(id string) *fs.DocumentRef {
+	return s.col(cPostsubmits).Doc(docID(id))
+}
+
+func patchsetFields(p *model.Patchset) (map[string]any, error) {
+	data, err := encode(p)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		fID:         p.ID,
+		fChange:     int64(p.Change),
+		fOwner:      p.Owner,
+		fTimeQueued: ts(p.TimeQueued),
+		fEnded:      !p.TimeEnded.IsZero(),
+		fData:       data,
+	}, nil
+}
+
+func jobFields(j *model.Job) (map[string]any, error) {
+	data, err := encode(j)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		fID:          j.ID,
+		fSrc:         j.Src,
+		fState:       string(j.State),
+		fWorker:      j.Worker,
+		fTimeQueued:  ts(j.TimeQueued),
+		fTimeStarted: tsOrNil(j.TimeStarted),
+		fData:        data,
+	}, nil
+}
+
+func postsubmitFields(p *model.Postsubmit) (map[string]any, error) {
+	data, err := encode(p)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		fID:         p.ID,
+		fBranch:     p.Branch,
+		fTimeQueued: ts(p.TimeQueued),
+		fData:       data,
+	}, nil
+}
+
+// checkJobs enforces that ids lists exactly the ids of jobs, once each.
+func checkJobs(ids []string, jobs []*model.Job) error {
+	if len(ids) != len(jobs) {
+		return errs.E(errs.InvalidArgument, "", "%d job ids for %d jobs", len(ids), len(jobs))
+	}
+	byID := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		switch {
+		case j == nil || j.ID == "":
+			return errs.E(errs.InvalidArgument, "", "job without id")
+		case byID[j.ID]:
+			return errs.E(errs.InvalidArgument, "", "job %s given twice", j.ID)
+		case !j.State.Valid():
+			return errs.E(errs.InvalidArgument, "", "job %s has unknown state %q", j.ID, j.State)
+		}
+		byID[j.ID] = true
+	}
+	listed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if !byID[id] || listed[id] {
+			return errs.E(errs.InvalidArgument, "", "job ids %q do not match the jobs given", ids)
+		}
+		listed[id] = true
+	}
+	if len(jobs)+1 > maxWrites {
+		return errs.E(errs.InvalidArgument, "", "%d jobs: one commit takes at most %d documents", len(jobs), maxWrites)
+	}
+	return nil
+}
+
+// createAll commits the creation of head and jobs in one atomic write: if
+// any document exists, the commit fails with AlreadyExists and writes
+// nothing.
+func (s *Store) createAll(ctx context.Context, head *fs.DocumentRef, fields map[string]any, jobs []*model.Job) error {
+	b := s.batch()
+	b.Create(head, fields)
+	for _, j := range jobs {
+		f, err := jobFields(j)
+		if err != nil {
+			return err
+		}
+		b.Create(s.jobRef(j.ID), f)
+	}
+	_, err := b.Commit(ctx)
+	return err
+}
+
+// CreatePatchset implements store.Store.
+func (s *Store) CreatePatchset(ctx context.Context, ps *model.Patchset, jobs []*model.Job) error {
+	const op = "firestore.CreatePatchset"
+	if ps == nil || ps.ID == "" {
+		return errs.E(errs.InvalidArgument, op, "patchset without id")
+	}
+	if err := checkJobs(ps.JobIDs, jobs); err != nil {
+		return wrap(op, err)
+	}
+	f, err := patchsetFields(ps)
+	if err != nil {
+		return wrap(op, err)
+	}
+	return wrap(op, s.createAll(ctx, s.patchsetRef(ps.ID), f, jobs))
+}
+
+// CreatePostsubmit implements store.Store.
+func (s *Store) CreatePostsubmit(ctx context.Context, p *model.Postsubmit, jobs []*model.Job) error {
+	const op = "firestore.CreatePostsubmit"
+	if p == nil || p.ID == "" {
+		return errs.E(errs.InvalidArgument, op, "postsubmit without id")
+	}
+	if err := checkJobs(p.JobIDs, jobs); err != nil {
+		return wrap(op, err)
+	}
+	f, err := postsubmitFields(p)
+	if err != nil {
+		return wrap(op, err)
+	}
+	return wrap(op, s.createAll(ctx, s.postsubmitRef(p.ID), f, jobs))
+}
+
+// getOne reads and decodes one record, or NotFound.
+func getOne[T any](ctx context.Context, ref *fs.DocumentRef, what, id string) (*T, *fs.DocumentSnapshot, error) {
+	snap, err := get(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !snap.Exists() {
+		return nil, nil, errs.E(errs.NotFound, "", "%s %q not found", what, id)
+	}
+	v, err := decode[T](snap)
+	return v, snap, err
+}
+
+// getMany reads the records among ids that exist, in one round trip.
+func getMany[T any](ctx context.Context, s *Store, ids []string, ref func(string) *fs.DocumentRef, key func(*T) string) (map[string]*T, error) {
+	ids = uniq(ids)
+	refs := make([]*fs.DocumentRef, len(ids))
+	for i, id := range ids {
+		refs[i] = ref(id)
+	}
+	snaps, err := s.getAll(ctx, refs)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*T, len(ids))
+	for _, snap := range snaps {
+		if snap == nil || !snap.Exists() {
+			continue
+		}
+		v, err := decode[T](snap)
+		if err != nil {
+			return nil, err
+		}
+		out[key(v)] = v
+	}
+	return out, nil
+}
+
+// GetPatchset implements store.Store.
+func (s *Store) GetPatchset(ctx context.Context, id string) (*model.Patchset, error) {
+	p, _, err := getOne[model.Patchset](ctx, s.patchsetRef(id), "patchset", id)
+	return p, wrap("firestore.GetPatchset", err)
+}
+
+// GetPatchsets implements store.Store.
+func (s *Store) GetPatchsets(ctx context.Context, ids []string) (map[string]*model.Patchset, error) {
+	m, err := getMany(ctx, s, ids, s.patchsetRef, func(p *model.Patchset) string { return p.ID })
+	return m, wrap("firestore.GetPatchsets", err)
+}
+
+// GetPatchsetWithJobs implements store.Store in two round trips: the
+// patchset, then one batch get of the jobs it lists.
+func (s *Store) GetPatchsetWithJobs(ctx context.Context, id string) (*model.Patchset, []*model.Job, error) {
+	const op = "firestore.GetPatchsetWithJobs"
+	p, _, err := getOne[model.Patchset](ctx, s.patchsetRef(id), "patchset", id)
+	if err != nil {
+		return nil, nil, wrap(op, err)
+	}
+	m, err := getMany(ctx, s, p.JobIDs, s.jobRef, func(j *model.Job) string { return j.ID })
+	if err != nil {
+		return nil, nil, wrap(op, err)
+	}
+	jobs := make([]*model.Job, 0, len(p.JobIDs))
+	for _, jid := range p.JobIDs {
+		if j := m[jid]; j != nil {
+			jobs = append(jobs, j)
+		}
+	}
+	return p, jobs, nil
+}
+
+// update is the optimistic read-modify-write of one existing record: read
+// it, let apply change it (apply's error is returned as is), and write it
+// back only if the document's update time is still the one read; on a lost
+// race, start over.
+func update[T any](ctx context.Context, s *Store, op string, ref *fs.DocumentRef, what, id string,
+	apply func(*T) error, fields func(*T) (map[string]any, error)) (*T, error) {
+	var out *T
+	err := s.retry(ctx, op, func() error {
+		v, snap, err := getOne[T](ctx, ref, what, id)
+		if err != nil {
+			return err
+		}
+		if err := apply(v); err != nil {
+			return err
+		}
+		f, err := fields(v)
+		if err != nil {
+			return err
+		}
+		if _, err := ref.Update(ctx, updates(f), fs.LastUpdateTime(snap.UpdateTime)); err != nil {
+			return commitErr(err)
+		}
+		out = v
+		return nil
+	})
+	return out, err
+}
+
+// UpdatePatchset implements store.Store.
+func (s *Store) UpdatePatchset(ctx context.Context, id string, u model.PatchsetUpdate) (*model.Patchset, error) {
+	return update(ctx, s, "firestore.UpdatePatchset", s.patchsetRef(id), "patchset", id,
+		func(p *model.Patchset) error { return p.Apply(u) }, patchsetFields)
+}
+
+// list runs a listing spec made by page and returns the page and the
+// cursor of the next one.
+func list[T any](ctx context.Context, s *Store, sp spec, key func(*T) (time.Time, string)) ([]*T, string, error) {
+	snaps, err := s.query(sp).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, "", err
+	}
+	var out []*T // nil for an empty page, as the sqlite store returns
+	for _, snap := range snaps {
+		v, err := decode[T](snap)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, v)
+	}
+	next := ""
+	if limit := sp.limit - 1; len(out) > limit {
+		out = out[:limit]
+		next = makeCursor(key(out[limit-1]))
+	}
+	return out, next, nil
+}
+
+// ListPatchsets implements store.Store.
+func (s *Store) ListPatchsets(ctx context.Context, q store.PatchsetQuery) ([]*model.Patchset, string, error) {
+	const op = "firestore.ListPatchsets"
+	sp, err := patchsetsSpec(q)
+	if err != nil {
+		return nil, "", wrap(op, err)
+	}
+	out, next, err := list(ctx, s, sp, func(p *model.Patchset) (time.Time, string) { return p.TimeQueued, p.ID })
+	return out, next, wrap(op, err)
+}
+
+// LatestPostsubmit implements store.Store.
+func (s *Store) LatestPostsubmit(ctx context.Context, branch string) (*model.Postsubmit, error) {
+	const op = "firestore.LatestPostsubmit"
+	snaps, err := s.query(latestPostsubmitSpec(branch)).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	if len(snaps) == 0 {
+		return nil, errs.E(errs.NotFound, op, "no postsubmit on branch %q", branch)
+	}
+	p, err := decode[model.Postsubmit](snaps[0])
+	return p, wrap(op, err)
+}
+
+// ListPostsubmits implements store.Store.
+func (s *Store) ListPostsubmits(ctx context.Context, branch string, limit int, cursor string) ([]*model.Postsubmit, string, error) {
+	const op = "firestore.ListPostsubmits"
+	sp, err := postsubmitsSpec(branch, limit, cursor)
+	if err != nil {
+		return nil, "", wrap(op, err)
+	}
+	out, next, err := list(ctx, s, sp, func(p *model.Postsubmit) (time.Time, string) { return p.TimeQueued, p.ID })
+	return out, next, wrap(op, err)
+}
+
+// GetJob implements store.Store.
+func (s *Store) GetJob(ctx context.Context, id string) (*model.Job, error) {
+	j, _, err := getOne[model.Job](ctx, s.jobRef(id), "job", id)
+	return j, wrap("firestore.GetJob", err)
+}
+
+// GetJobs implements store.Store.
+func (s *Store) GetJobs(ctx context.Context, ids []string) (map[string]*model.Job, error) {
+	m, err := getMany(ctx, s, ids, s.jobRef, func(j *model.Job) string { return j.ID })
+	return m, wrap("firestore.GetJobs", err)
+}
+
+// UpdateJob implements store.Store.
+func (s *Store) UpdateJob(ctx context.Context, id string, t model.Transition) (*model.Job, error) {
+	return update(ctx, s, "firestore.UpdateJob", s.jobRef(id), "job", id,
+		func(j *model.Job) error { return j.Apply(t) }, jobFields)
+}
+
+// ClaimJob implements store.Store. It reads the claimBatch oldest queued
+// jobs (no locks) and starts the first it can, each with a precondition on
+// the update time the query saw: a failed precondition means another
+// claimer (or a cancel) got there first, so the job is no longer queued and
+// the claimer moves on. A lone claimer takes the head of the queue; one
+// that lost the head tries the rest in random order, so a crowd of claimers
+// spreads over the batch instead of queueing on each job in turn. When the
+// batch is used up, it queries again (see claimRounds).
+func (s *Store) ClaimJob(ctx context.Context, workerID string, now time.Time) (*model.Job, error) {
+	const op = "firestore.ClaimJob"
+	if workerID == "" {
+		return nil, errs.E(errs.InvalidArgument, op, "claim names no worker")
+	}
+	start := model.Transition{Kind: model.Start, Worker: workerID, Now: now}
+	var out *model.Job
+	err := s.retryN(ctx, op, claimRounds*s.maxAttempts, claimPauseCap, func() error {
+		snaps, err := s.query(claimSpec()).Documents(ctx).GetAll()
+		if err != nil {
+			return err
+		}
+		if len(snaps) == 0 {
+			return errs.E(errs.NotFound, "", "no job is queued")
+		}
+		rest := snaps[1:]
+		rand.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
+		for _, snap := range snaps {
+			j, err := decode[model.Job](snap)
+			if err != nil {
+				return err
+			}
+			if err := j.Apply(start); err != nil {
+				if errs.Is(err, errs.FailedPrecondition) {
+					continue // the index lagged the record; not ours to take
+				}
+				return err
+			}
+			f, err := jobFields(j)
+			if err != nil {
+				return err
+			}
+			_, err = snap.Ref.Update(ctx, updates(f), fs.LastUpdateTime(snap.UpdateTime))
+			if err == nil {
+				out = j
+				return nil
+			}
+			if err = commitErr(err); !errors.Is(err, errConflict) {
+				return err
+			}
+		}
+		return errConflict
+	})
+	return out, err
+}
+
+// ListJobs implements store.Store.
+func (s *Store) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, string, error) {
+	const op = "firestore.ListJobs"
+	sp, err := jobsSpec(q)
+	if err != nil {
+		return nil, "", wrap(op, err)
+	}
+	out, next, err := list(ctx, s, sp, func(j *model.Job) (time.Time, string) { return j.TimeQueued, j.ID })
+	return out, next, wrap(op, err)
+}
+
+// CountJobs implements store.Store with one count aggregation per state,
+// run concurrently: one round trip. With no states it counts every state
+// and reports those that have jobs.
+func (s *Store) CountJobs(ctx context.Context, states ...model.State) (map[model.State]int, error) {
+	const op = "firestore.CountJobs"
+	all := len(states) == 0
+	if all {
+		states = model.AllStates
+	}
+	states = uniqStates(states)
+	counts := make([]int64, len(states))
+	errc := make(chan error, len(states))
+	for i, st := range states {
+		go func() {
+			q := s.query(countSpec(st))
+			res, err := q.NewAggregationQuery().WithCount("n").Get(ctx)
+			if err == nil {
+				n, ok := res.Data()["n"].(int64)
+				if !ok {
+					err = fmt.Errorf("count of %s: got %v", st, res.Data())
+				}
+				counts[i] = n
+			}
+			errc <- err
+		}()
+	}
+	var ferr error
+	for range states {
+		ferr = cmpErr(ferr, <-errc)
+	}
+	if ferr != nil {
+		return nil, wrap(op, ferr)
+	}
+	out := make(map[model.State]int, len(states))
+	for i, st := range states {
+		if !all || counts[i] > 0 {
+			out[st] = int(counts[i])
+		}
+	}
+	return out, nil
+}
+
+func uniqStates(v []model.State) []model.State {
+	var out []model.State
+	for _, st := range v {
+		if !slices.Contains(out, st) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// drain reads every document of an iterator.
+func drain(it *fs.DocumentIterator, fn func(*fs.DocumentSnapshot) error) error {
+	defer it.Stop()
+	for {
+		snap, err := it.Next()
+		if err == iterator.Done {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(snap); err != nil {
+			return err
+		}
+	}
+}
