@@ -10,11 +10,8 @@ package prom
 
 import (
 	"context"
-	"fmt"
-	"maps"
 	"math"
 	"net/http"
-	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -109,39 +106,15 @@ func (m *Metrics) Handler() http.Handler {
 // lookup returns the series of name if it has kind, with the label values
 // in the descriptor's order.
 func (m *Metrics) lookup(op, name string, kind metrics.Kind, labels map[string]string) (series, []string, error) {
-	s, ok := m.series[name]
-	if !ok {
-		return series{}, nil, errs.E(errs.InvalidArgument, op, "unknown metric %q", name)
+	if err := metrics.Validate(name, kind, labels); err != nil {
+		return series{}, nil, errs.Wrap(errs.InvalidArgument, op, err)
 	}
-	if s.desc.Kind != kind {
-		return series{}, nil, errs.E(errs.InvalidArgument, op, "metric %s is not a %s", name, kindName(kind))
-	}
-	if len(labels) != len(s.desc.Labels) {
-		return series{}, nil, errs.E(errs.InvalidArgument, op, "metric %s takes labels %v, got %v",
-			name, s.desc.Labels, slices.Sorted(maps.Keys(labels)))
-	}
+	s := m.series[name]
 	values := make([]string, len(s.desc.Labels))
 	for i, k := range s.desc.Labels {
-		v, ok := labels[k]
-		if !ok {
-			return series{}, nil, errs.E(errs.InvalidArgument, op, "metric %s takes labels %v, got %v",
-				name, s.desc.Labels, slices.Sorted(maps.Keys(labels)))
-		}
-		values[i] = v
+		values[i] = labels[k]
 	}
 	return s, values, nil
-}
-
-func kindName(k metrics.Kind) string {
-	switch k {
-	case metrics.Gauge:
-		return "gauge"
-	case metrics.Distribution:
-		return "distribution"
-	case metrics.Counter:
-		return "counter"
-	}
-	return fmt.Sprintf("kind %d", k)
 }
 
 // Set records the current value of a Gauge.

@@ -5,7 +5,11 @@ package metrics
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
+
+	"github.com/tollgate-ci/tollgate/core/errs"
 )
 
 // Kind is how a metric's points combine.
@@ -66,6 +70,42 @@ func Lookup(name string) (Descriptor, bool) {
 		return Descriptor{}, false
 	}
 	return Catalogue[i], true
+}
+
+// Validate reports InvalidArgument unless name is in the Catalogue, is of
+// kind, and labels has exactly the descriptor's label keys. Every backend
+// calls it first, so all of them refuse the same writes.
+func Validate(name string, kind Kind, labels map[string]string) error {
+	d, ok := Lookup(name)
+	if !ok {
+		return errs.E(errs.InvalidArgument, "", "unknown metric %q", name)
+	}
+	if d.Kind != kind {
+		return errs.E(errs.InvalidArgument, "", "metric %s is a %s, not a %s", name, kindName(d.Kind), kindName(kind))
+	}
+	ok = len(labels) == len(d.Labels)
+	for _, k := range d.Labels {
+		if _, has := labels[k]; !has {
+			ok = false
+		}
+	}
+	if !ok {
+		return errs.E(errs.InvalidArgument, "", "metric %s takes labels %v, got %v",
+			name, d.Labels, slices.Sorted(maps.Keys(labels)))
+	}
+	return nil
+}
+
+func kindName(k Kind) string {
+	switch k {
+	case Gauge:
+		return "gauge"
+	case Distribution:
+		return "distribution"
+	case Counter:
+		return "counter"
+	}
+	return fmt.Sprintf("kind %d", int(k))
 }
 
 // Metrics is the port. Writes are best effort: an implementation may
