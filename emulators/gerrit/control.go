@@ -32,6 +32,9 @@ import (
 //	DELETE /control/faults[?id=N]                                              -> {}
 //	GET    /control/requests                                                   -> {endpoint: count}
 //	DELETE /control/requests                                                   -> {}
+//
+// CommitSpec, ChangeSpec and PatchSetSpec take the commit's files as
+// "files": {"path": "content"} and "delete": ["path"] (see CommitSpec).
 
 type controlHandler func(s *Server, r *http.Request) (any, error)
 

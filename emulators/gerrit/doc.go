@@ -1,7 +1,10 @@
 // Package gerrit is a fake Gerrit Code Review server for tests, demos and
 // the local topology. It serves the part of the Gerrit REST API a CI
-// controller uses, following Gerrit's documented behaviour and limits, and
-// a control API that sets up and inspects its state.
+// controller uses, following Gerrit's documented behaviour and limits,
+// real git repositories over smart HTTP (fetch only) so workers can fetch a
+// change and merge it onto its branch, and a control API that sets up and
+// inspects its state. It needs the git CLI (2.38 or later, for
+// merge-tree --write-tree).
 //
 // # REST API
 //
@@ -88,6 +91,70 @@
 // current Gerrit) but do not show in labels, which describe the current
 // patch set.
 //
+// # Git
+//
+// Every project is a bare git repository, PROJECT.git under Options.GitDir
+// (by default a temporary directory, created by the first CreateBranch and
+// removed by Close; see Server.GitDir and Server.RepoDir). Every commit the
+// fake makes is a real commit there, and every commit id the REST API and
+// the control API report is its real id; CommitInfo and BranchInfo report
+// the real parents, subjects, messages, and authors and committers with
+// their dates (whole seconds, UTC, following the fake's Clock). Branches
+// are refs/heads/*, patch sets refs/changes/NN/CHANGE/PS; HEAD points to a
+// project's first branch.
+//
+// Fetches use git smart HTTP, protocol v0 or v2, through git http-backend:
+//
+//	GET  /PROJECT/info/refs?service=git-upload-pack    ref advertisement
+//	POST /PROJECT/git-upload-pack                      fetch
+//
+// anonymously or under /a/ with the REST API's basic auth (e.g.
+// "git fetch http://user:pass@host/a/demo/hello refs/changes/01/1/2");
+// PROJECT may contain "/" and may end with ".git". Every ref is advertised,
+// refs/changes/* included, and any commit may be fetched by id
+// (uploadpack.allowAnySHA1InWant). Pushes (receive-pack) answer 403, the
+// dumb protocol 403. Git requests count under the EndpointGit* names and
+// faults apply to them as to REST requests (their path without /a, e.g.
+// "/demo/hello/info/refs").
+//
+// Commits are built with plumbing (hash-object, mktree, commit-tree,
+// update-ref; no working tree, no user or system git config), a few git
+// processes per commit (a few milliseconds). Trees:
+//
+//   - CreateBranch makes a root commit holding CommitSpec.Files, or
+//     README.md when none are given.
+//   - MoveBranch commits the head's tree with CommitSpec.Delete removed and
+//     CommitSpec.Files written, or with UPDATE-<n>.txt added when neither
+//     is given (n counts the project's MoveBranch calls), and moves the
+//     branch to it.
+//   - CreateChange commits its parent's tree (the branch head or
+//     ChangeSpec.Parent) with ChangeSpec.Delete and Files applied, or with
+//     CHANGE-<number>.txt added when neither is given.
+//   - UploadPatchset commits its parent's tree (see PatchSetSpec.Parent)
+//     with the change's cumulative edits applied: every earlier patch
+//     set's Delete and Files, then its own, as amending a commit would. So
+//     a rebase keeps the change's files (whole files: a rebase never
+//     conflicts). Without Files or Delete, a REWORK rewrites
+//     CHANGE-<number>.txt and other kinds change no file.
+//   - Merge fast-forwards the branch when the head is an ancestor of the
+//     current patch set, and otherwise adds a merge commit (parents: the
+//     head, then the patch set; message `Merge "SUBJECT"`; tree from git
+//     merge-tree). A conflicting merge is ErrConflict and leaves the change
+//     open.
+//
+// File paths are relative and slash separated, without empty, "." or ".."
+// components or a ".git" component (else ErrInvalid; so is a path that
+// would be both a file and a directory). Files are regular (mode 100644).
+// Deletions apply before writes; deleting a path that does not exist is
+// not an error. Commit messages are the subject, the body and, for patch
+// sets, the "Change-Id: I..." footer, separated by blank lines; a subject
+// must be one line. Names and e-mails are cleaned as git cleans them. When
+// a commit would be identical to one the project already has (e.g. a
+// NO_CHANGE patch set while the clock stands still), its commit time is
+// moved on a second at a time until it is new, so every commit is
+// distinct; otherwise commit ids are deterministic for the same sequence
+// of operations at the same clock times.
+//
 // # Control API
 //
 // The same operations exist as methods on *Server (for in-process tests
@@ -99,25 +166,25 @@
 // e-mail, with ids from 1000000 up. Change numbers start at
 // Options.FirstChangeNumber (1); patch set refs are
 // refs/changes/NN/CHANGE/PS with NN the change number's last two digits.
-// Commit ids are the git object ids of synthetic commit objects (unique
-// pseudo trees), so they are 40-hex, deterministic for the same sequence of
-// operations, and distinct even when the clock stands still.
+// Commits are real git commits (see Git).
 //
-// Faults (Fault) apply to REST requests matching a path prefix and method,
-// for the next Count requests and/or for a Duration on the server Clock:
-// answer a 429/5xx status, hold the request for a Delay, or drop the
-// connection. Every REST request counts under its Endpoint name, including
-// those that fail authentication or hit a fault.
+// Faults (Fault) apply to REST and git requests matching a path prefix and
+// method, for the next Count requests and/or for a Duration on the server
+// Clock: answer a 429/5xx status, hold the request for a Delay, or drop the
+// connection. Every REST and git request counts under its Endpoint name,
+// including those that fail authentication or hit a fault.
 //
 // # Differences from real Gerrit
 //
 //   - One Gerrit host, every change visible to everyone; no groups, ACLs or
 //     per-group voting ranges: every account may vote a label's full range.
 //     Project and branch permissions are not modelled.
-//   - No git: commits have no files, so insertions/deletions are 0, kinds
-//     are whatever the control API says, and merging fast-forwards or
-//     creates a rebased commit without conflict checks. No submit rules or
-//     submit requirements; Merge always succeeds on an open change.
+//   - Git is served for fetching only: no push, no refs/for/*, no
+//     refs/meta/config or NoteDb refs, no ssh. Patch set kinds are whatever
+//     the control API says (not computed from the commits); insertions and
+//     deletions are 0; file lists (CURRENT_FILES) are not served. Merge is
+//     "merge if necessary" without submit rules or submit requirements: it
+//     succeeds on any open change that merges without conflict.
 //   - Vote copying on new patch sets is simplified to LabelType.CopyOnKinds
 //     (Gerrit's copyCondition "changekind:..." clauses only).
 //   - Queries support the operators above only; there is no secondary

@@ -7,13 +7,14 @@ import (
 	"time"
 )
 
-// Fault makes the REST API misbehave for matching requests. Faults never
-// apply to the control API. When several faults match, the oldest active
+// Fault makes the REST API or git smart HTTP misbehave for matching
+// requests. Faults never apply to the control API. When several faults match, the oldest active
 // one applies.
 type Fault struct {
 	// PathPrefix selects requests whose path, without the /a prefix, starts
-	// with it, e.g. "/changes/" or "/projects/". Empty matches every REST
-	// request.
+	// with it, e.g. "/changes/", "/projects/", or "/demo/hello/" for the
+	// git requests of project demo/hello ("/demo/hello/git-upload-pack" for
+	// its fetches only). Empty matches every REST and git request.
 	PathPrefix string
 	// Method selects one HTTP method; empty matches all.
 	Method string
@@ -162,7 +163,7 @@ func (s *Server) count(endpoint string) {
 	s.mu.Unlock()
 }
 
-// RequestCounts returns how many REST requests each endpoint received
+// RequestCounts returns how many REST and git requests each endpoint received
 // (keys are the Endpoint constants), including requests that failed
 // authentication or hit a fault. Control API calls are not counted.
 func (s *Server) RequestCounts() map[string]int {

@@ -107,6 +107,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		path = path[2:]
 		escaped = strings.TrimPrefix(escaped, "/a")
 	}
+	if g, ok := s.matchGit(path); ok {
+		s.serveGit(w, r, g, path, authed)
+		return
+	}
 	rt := matchRoute(r.Method, escaped)
 	s.count(rt.endpoint)
 	if f, ok := s.takeFault(r.Method, path); ok && s.applyFault(w, r, f) {

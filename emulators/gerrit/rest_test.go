@@ -758,7 +758,7 @@ func TestPatchSetsVotesAndMerge(t *testing.T) {
 		t.Errorf("after rework: %+v", c.Labels)
 	}
 
-	// The branch moved: merging rebases onto the new head.
+	// The branch moved: merging makes a merge commit on the new head.
 	head, _ := e.s.MoveBranch(testProject, "main", CommitSpec{Subject: "other"})
 	newHead, err := e.s.Merge(ps1.Change, "alice@example.com")
 	if err != nil {

@@ -57,6 +57,14 @@ type Options struct {
 	Labels []LabelType
 	// FirstChangeNumber is the number of the first change. Default 1.
 	FirstChangeNumber int
+	// GitDir is the directory holding one bare git repository per project
+	// ("demo/hello" lives in GitDir/demo/hello.git), created if missing.
+	// The fake owns what it creates there: a project's repository left
+	// by an earlier run is replaced when the project is created again, and
+	// nothing is removed on Close. Default: a temporary directory, created
+	// on first use (the first CreateBranch) and removed by Close (or when
+	// the Server is garbage collected without Close).
+	GitDir string
 }
 
 // LabelType configures one label.
@@ -156,6 +164,12 @@ type Server struct {
 	nextFault int
 	counts    map[string]int
 
+	gitDirOpt string // Options.GitDir
+	gitRoot   string // the directory in use, once created
+	gitBin    string // path of the git CLI
+	gitOwned  bool   // gitRoot is a temporary directory the fake removes
+	gitErr    error  // set when Close removed gitRoot
+
 	done      chan struct{}
 	closeOnce sync.Once
 	srv       *http.Server
@@ -177,6 +191,7 @@ func New(opts Options) *Server {
 		changes:    map[int]*change{},
 		nextNum:    opts.FirstChangeNumber,
 		counts:     map[string]int{},
+		gitDirOpt:  opts.GitDir,
 		done:       make(chan struct{}),
 	}
 	if s.clock == nil {
@@ -221,8 +236,8 @@ func New(opts Options) *Server {
 	return s
 }
 
-// Handler returns the HTTP handler serving the REST API (anonymous paths
-// and /a/ paths) and the control API under /control/.
+// Handler returns the HTTP handler serving the REST API and git fetches
+// (anonymous paths and /a/ paths) and the control API under /control/.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
 // Start serves Handler on addr ("" means 127.0.0.1:0, a free port) with a
@@ -250,16 +265,23 @@ func (s *Server) Start(addr string) (string, error) {
 }
 
 // Close stops the server started by Start (if any), closing open
-// connections, and ends pending injected delays. The state stays readable.
+// connections, ends pending injected delays, and removes the temporary git
+// directory (not a configured Options.GitDir). The state stays readable
+// through the REST API and the methods, but operations that make commits
+// then fail, and git fetches answer 500.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() { close(s.done) })
 	s.mu.Lock()
 	srv := s.srv
 	s.mu.Unlock()
-	if srv == nil {
-		return nil
+	var err error
+	if srv != nil {
+		err = srv.Close()
 	}
-	return srv.Close()
+	s.mu.Lock()
+	s.closeGitLocked()
+	s.mu.Unlock()
+	return err
 }
 
 // sleep waits d, or less if the request or the server ends first.

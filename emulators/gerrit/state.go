@@ -30,6 +30,7 @@ func (a *account) info(detailed bool) AccountInfo {
 
 type commit struct {
 	sha       string
+	tree      string
 	parents   []string
 	author    person
 	committer person
@@ -48,8 +49,13 @@ func (p person) info() *GitPersonInfo {
 
 type project struct {
 	name     string
+	dir      string            // the bare repository
 	branches map[string]string // full ref -> sha
 	commits  map[string]*commit
+	trees    map[string]flatTree // tree id -> its files
+	mktree   map[string]string   // git mktree input -> tree id
+	blobs    map[string]bool     // blob ids written
+	updates  int                 // MoveBranch calls, for the default file
 }
 
 type approval struct {
@@ -94,6 +100,7 @@ type change struct {
 	patchSets []*patchSet
 	messages  []*message
 	reviewers map[int]bool
+	diff      map[string]fileEdit // what the change does to its parent's tree, by path
 }
 
 func (c *change) current() *patchSet { return c.patchSets[len(c.patchSets)-1] }
@@ -122,6 +129,16 @@ type CommitSpec struct {
 	// that is set, else now.
 	AuthorTime time.Time `json:"author_time,omitzero"`
 	CommitTime time.Time `json:"commit_time,omitzero"`
+	// Files are written into the commit's tree: path ("dir/file.txt",
+	// relative, no "." or ".." components) -> content. Delete lists paths
+	// (files, or directories with everything under them) removed from the
+	// parent's tree; deletions apply before Files, and deleting a missing
+	// path is not an error. With neither, the fake writes one small file so
+	// every commit changes something: README.md for CreateBranch (a root
+	// commit: its tree holds only Files), UPDATE-<n>.txt (n counts the
+	// project's MoveBranch calls) for MoveBranch.
+	Files  map[string]string `json:"files,omitempty"`
+	Delete []string          `json:"delete,omitempty"`
 }
 
 // ChangeSpec describes a change to create.
@@ -147,6 +164,11 @@ type ChangeSpec struct {
 	// Parent is the parent commit of patch set 1. Default: the branch head.
 	Parent         string `json:"parent,omitempty"`
 	WorkInProgress bool   `json:"work_in_progress,omitempty"`
+	// Files and Delete are what the change does: patch set 1's tree is
+	// its parent's tree with Delete removed and Files written (see
+	// CommitSpec). With neither, the change writes CHANGE-<number>.txt.
+	Files  map[string]string `json:"files,omitempty"`
+	Delete []string          `json:"delete,omitempty"`
 }
 
 // PatchSetSpec describes a new patch set of an existing change.
@@ -162,6 +184,14 @@ type PatchSetSpec struct {
 	// Parent defaults to the previous patch set's parent, or to the branch
 	// head for a TRIVIAL_REBASE.
 	Parent string `json:"parent,omitempty"`
+	// Files and Delete update what the change does, as amending a commit
+	// would: the new patch set's tree is its parent's tree with every
+	// earlier patch set's Delete and Files applied, then these (so a
+	// rebase keeps the change's files). With neither, a REWORK rewrites
+	// CHANGE-<number>.txt (so the code changes) and the other kinds keep
+	// the change's files as they were.
+	Files  map[string]string `json:"files,omitempty"`
+	Delete []string          `json:"delete,omitempty"`
 }
 
 // PatchSet identifies a patch set the control API created.
@@ -243,91 +273,83 @@ func hexSum(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// newCommitLocked stores a commit in p. Its id is the git object id of a
-// commit object with a unique pseudo tree, so ids look real and never
-// collide even when the clock stands still.
-func (s *Server) newCommitLocked(p *project, parents []string, c CommitSpec, footer string) *commit {
-	now := s.now()
-	if c.AuthorName == "" {
-		c.AuthorName = "A U Thor"
-	}
-	if c.AuthorEmail == "" {
-		c.AuthorEmail = "author@example.com"
-	}
-	if c.CommitterName == "" {
-		c.CommitterName = c.AuthorName
-	}
-	if c.CommitterEmail == "" {
-		c.CommitterEmail = c.AuthorEmail
-	}
-	if c.AuthorTime.IsZero() {
-		c.AuthorTime = now
-	}
-	if c.CommitTime.IsZero() {
-		c.CommitTime = c.AuthorTime
-	}
-	msg := c.Subject + "\n"
-	if c.Body != "" {
-		msg += "\n" + strings.TrimRight(c.Body, "\n") + "\n"
-	}
-	if footer != "" {
-		msg += "\n" + footer + "\n"
-	}
-	s.seq++
-	tree := hexSum("tree", strconv.Itoa(s.seq))
-	var b strings.Builder
-	fmt.Fprintf(&b, "tree %s\n", tree)
-	for _, pa := range parents {
-		fmt.Fprintf(&b, "parent %s\n", pa)
-	}
-	fmt.Fprintf(&b, "author %s <%s> %d +0000\n", c.AuthorName, c.AuthorEmail, c.AuthorTime.Unix())
-	fmt.Fprintf(&b, "committer %s <%s> %d +0000\n\n", c.CommitterName, c.CommitterEmail, c.CommitTime.Unix())
-	b.WriteString(msg)
-	obj := b.String()
-	sum := sha1.Sum([]byte("commit " + strconv.Itoa(len(obj)) + "\x00" + obj))
-	cm := &commit{
-		sha:       hex.EncodeToString(sum[:]),
-		parents:   parents,
-		author:    person{c.AuthorName, c.AuthorEmail, c.AuthorTime.UTC()},
-		committer: person{c.CommitterName, c.CommitterEmail, c.CommitTime.UTC()},
-		subject:   c.Subject,
-		message:   msg,
-	}
-	p.commits[cm.sha] = cm
-	return cm
-}
-
 // CreateBranch creates branch (short name or refs/heads/...) in project,
-// creating the project if needed, with a new root commit described by c.
-// It returns the commit id. An existing branch is ErrConflict.
+// creating the project (and its git repository, with HEAD on this branch)
+// if needed, with a new root commit described by c. It returns the commit
+// id. An existing branch is ErrConflict; a bad project, branch or file
+// name is ErrInvalid.
 func (s *Server) CreateBranch(projectName, branch string, c CommitSpec) (string, error) {
 	branch = normBranch(branch)
 	if projectName == "" || branch == "" {
 		return "", fmt.Errorf("create branch: project and branch are required: %w", ErrInvalid)
 	}
+	edits, err := editsOf(c.Files, c.Delete)
+	if err != nil {
+		return "", fmt.Errorf("create branch: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := s.projects[projectName]
-	if p == nil {
-		p = &project{name: projectName, branches: map[string]string{}, commits: map[string]*commit{}}
-		s.projects[projectName] = p
-	}
 	ref := "refs/heads/" + branch
-	if _, ok := p.branches[ref]; ok {
-		return "", fmt.Errorf("create branch %s in %s: already exists: %w", branch, projectName, ErrConflict)
+	if p != nil {
+		if _, ok := p.branches[ref]; ok {
+			return "", fmt.Errorf("create branch %s in %s: already exists: %w", branch, projectName, ErrConflict)
+		}
+	}
+	if err := s.checkBranchNameLocked(branch); err != nil {
+		return "", fmt.Errorf("create branch: %w", err)
+	}
+	if p == nil {
+		if err := validProjectName(projectName); err != nil {
+			return "", fmt.Errorf("create branch: %w", err)
+		}
+		p = &project{name: projectName, branches: map[string]string{}, commits: map[string]*commit{},
+			trees: map[string]flatTree{}, mktree: map[string]string{}, blobs: map[string]bool{}}
+		if err := s.initRepoLocked(p, branch); err != nil {
+			return "", fmt.Errorf("create branch %s in %s: %w", branch, projectName, err)
+		}
 	}
 	if c.Subject == "" {
 		c.Subject = "Initial commit"
 	}
-	cm := s.newCommitLocked(p, nil, c, "")
+	if len(edits) == 0 {
+		edits = []fileEdit{{path: "README.md", content: fmt.Sprintf("# %s\n\nBranch %s.\n", projectName, branch)}}
+	}
+	cm, err := s.commitWithLocked(p, nil, edits, c, "")
+	if err == nil {
+		err = s.updateRefLocked(p, ref, cm.sha, zeroOID)
+	}
+	if err != nil {
+		return "", fmt.Errorf("create branch %s in %s: %w", branch, projectName, err)
+	}
+	s.projects[projectName] = p
 	p.branches[ref] = cm.sha
 	return cm.sha, nil
 }
 
-// MoveBranch adds a commit described by c on top of the branch head and
-// moves the branch to it, as a direct push would. It returns the new head.
+// commitWithLocked writes the tree of parents[0] (none: empty) with edits
+// applied and commits it.
+func (s *Server) commitWithLocked(p *project, parents []string, edits []fileEdit, c CommitSpec, footer string) (*commit, error) {
+	base := ""
+	if len(parents) > 0 {
+		base = parents[0]
+	}
+	tree, err := s.treeWithLocked(p, base, edits)
+	if err != nil {
+		return nil, err
+	}
+	return s.newCommitLocked(p, parents, tree, c, footer)
+}
+
+// MoveBranch adds a commit described by c on top of the branch head (its
+// tree: the head's with c.Delete and c.Files applied) and moves the branch
+// to it, as a direct push would. It returns the new head.
 func (s *Server) MoveBranch(projectName, branch string, c CommitSpec) (string, error) {
 	branch = normBranch(branch)
+	edits, err := editsOf(c.Files, c.Delete)
+	if err != nil {
+		return "", fmt.Errorf("move branch: %w", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p, head, err := s.branchLocked(projectName, branch)
@@ -337,8 +359,19 @@ func (s *Server) MoveBranch(projectName, branch string, c CommitSpec) (string, e
 	if c.Subject == "" {
 		c.Subject = "Update " + branch
 	}
-	cm := s.newCommitLocked(p, []string{head}, c, "")
-	p.branches["refs/heads/"+branch] = cm.sha
+	if len(edits) == 0 {
+		edits = []fileEdit{{path: fmt.Sprintf("UPDATE-%d.txt", p.updates+1), content: c.Subject + "\n"}}
+	}
+	ref := "refs/heads/" + branch
+	cm, err := s.commitWithLocked(p, []string{head}, edits, c, "")
+	if err == nil {
+		err = s.updateRefLocked(p, ref, cm.sha, head)
+	}
+	if err != nil {
+		return "", fmt.Errorf("move branch %s of %s: %w", branch, projectName, err)
+	}
+	p.updates++
+	p.branches[ref] = cm.sha
 	return cm.sha, nil
 }
 
@@ -374,8 +407,15 @@ func validChangeID(id string) bool {
 	return err == nil
 }
 
-// CreateChange creates a change with patch set 1 and returns it. The branch
-// must exist. The owner and uploader accounts are created on first use.
+// defaultChangeFile is what a change writes when its spec gives no files.
+func defaultChangeFile(num, ps int, subject string) fileEdit {
+	return fileEdit{path: fmt.Sprintf("CHANGE-%d.txt", num), content: fmt.Sprintf("Change %d, patch set %d: %s\n", num, ps, subject)}
+}
+
+// CreateChange creates a change with patch set 1 (a commit on the branch
+// head or spec.Parent, at refs/changes/NN/CHANGE/1) and returns it. The
+// branch must exist. The owner and uploader accounts are created on first
+// use.
 func (s *Server) CreateChange(spec ChangeSpec) (PatchSet, error) {
 	spec.Branch = normBranch(spec.Branch)
 	if spec.Subject == "" || spec.OwnerEmail == "" {
@@ -383,6 +423,10 @@ func (s *Server) CreateChange(spec ChangeSpec) (PatchSet, error) {
 	}
 	if spec.ChangeID != "" && !validChangeID(spec.ChangeID) {
 		return PatchSet{}, fmt.Errorf("create change: bad Change-Id %q: %w", spec.ChangeID, ErrInvalid)
+	}
+	edits, err := editsOf(spec.Files, spec.Delete)
+	if err != nil {
+		return PatchSet{}, fmt.Errorf("create change: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -407,24 +451,35 @@ func (s *Server) CreateChange(spec ChangeSpec) (PatchSet, error) {
 				spec.ChangeID, spec.Project, spec.Branch, ErrConflict)
 		}
 	}
-	s.nextNum++
 	owner := s.accountLocked(spec.OwnerEmail, spec.OwnerName)
 	uploader := owner
 	if spec.UploaderEmail != "" {
 		uploader = s.accountLocked(spec.UploaderEmail, spec.UploaderName)
 	}
-	now := s.now()
-	c := &change{
-		num: num, project: spec.Project, branch: spec.Branch, changeID: spec.ChangeID,
-		subject: spec.Subject, status: StatusNew, owner: owner.id, created: now, updated: now,
-		wip: spec.WorkInProgress, reviewers: map[int]bool{},
+	if len(edits) == 0 {
+		edits = []fileEdit{defaultChangeFile(num, 1, spec.Subject)}
 	}
-	cm := s.newCommitLocked(p, []string{parent}, CommitSpec{
+	diff := mergeDiff(nil, edits)
+	cm, err := s.commitWithLocked(p, []string{parent}, diffEdits(diff), CommitSpec{
 		Subject: spec.Subject, Body: spec.Body,
 		AuthorName: owner.name, AuthorEmail: owner.email,
 		CommitterName: uploader.name, CommitterEmail: uploader.email,
 	}, "Change-Id: "+spec.ChangeID)
-	ps := &patchSet{num: 1, sha: cm.sha, ref: changeRef(num, 1), uploader: uploader.id, created: now,
+	ref := changeRef(num, 1)
+	if err == nil {
+		err = s.updateRefLocked(p, ref, cm.sha, zeroOID)
+	}
+	if err != nil {
+		return PatchSet{}, fmt.Errorf("create change: %w", err)
+	}
+	s.nextNum++
+	now := s.now()
+	c := &change{
+		num: num, project: spec.Project, branch: spec.Branch, changeID: spec.ChangeID,
+		subject: spec.Subject, status: StatusNew, owner: owner.id, created: now, updated: now,
+		wip: spec.WorkInProgress, reviewers: map[int]bool{}, diff: diff,
+	}
+	ps := &patchSet{num: 1, sha: cm.sha, ref: ref, uploader: uploader.id, created: now,
 		kind: KindRework, approvals: map[string]map[int]*approval{}}
 	c.patchSets = append(c.patchSets, ps)
 	s.changes[num] = c
@@ -452,9 +507,10 @@ func (s *Server) changeLocked(num int) (*change, error) {
 	return c, nil
 }
 
-// UploadPatchset adds a new current patch set to an open change. Votes of
-// the previous patch set are copied for labels whose CopyOnKinds contains
-// the new patch set's kind. A closed change is ErrConflict.
+// UploadPatchset adds a new current patch set to an open change (a commit
+// at refs/changes/NN/CHANGE/PS; see PatchSetSpec for its parent and tree).
+// Votes of the previous patch set are copied for labels whose CopyOnKinds
+// contains the new patch set's kind. A closed change is ErrConflict.
 func (s *Server) UploadPatchset(num int, spec PatchSetSpec) (PatchSet, error) {
 	if spec.Kind == "" {
 		spec.Kind = KindRework
@@ -463,6 +519,10 @@ func (s *Server) UploadPatchset(num int, spec PatchSetSpec) (PatchSet, error) {
 	case KindRework, KindTrivialRebase, KindMergeFirstParentUpdate, KindNoCodeChange, KindNoChange:
 	default:
 		return PatchSet{}, fmt.Errorf("upload patch set: bad kind %q: %w", spec.Kind, ErrInvalid)
+	}
+	edits, err := editsOf(spec.Files, spec.Delete)
+	if err != nil {
+		return PatchSet{}, fmt.Errorf("upload patch set: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -494,22 +554,38 @@ func (s *Server) UploadPatchset(num int, spec PatchSetSpec) (PatchSet, error) {
 	if spec.UploaderEmail != "" {
 		uploader = s.accountLocked(spec.UploaderEmail, spec.UploaderName)
 	}
+	subject := c.subject
 	if spec.Subject != "" {
-		c.subject = spec.Subject
+		subject = spec.Subject
 	}
 	body := spec.Body
 	if body == "" {
 		body = commitBody(prevCommit.message)
 	}
+	n := prev.num + 1
+	diff := c.diff
+	switch {
+	case len(edits) > 0:
+		diff = mergeDiff(diff, edits)
+	case spec.Kind == KindRework:
+		diff = mergeDiff(diff, []fileEdit{defaultChangeFile(num, n, subject)})
+	}
 	now := s.now()
-	cm := s.newCommitLocked(p, []string{parent}, CommitSpec{
-		Subject: c.subject, Body: body,
+	cm, err := s.commitWithLocked(p, []string{parent}, diffEdits(diff), CommitSpec{
+		Subject: subject, Body: body,
 		AuthorName: prevCommit.author.name, AuthorEmail: prevCommit.author.email, AuthorTime: prevCommit.author.when,
 		CommitterName: uploader.name, CommitterEmail: uploader.email,
 		CommitTime: now,
 	}, "Change-Id: "+c.changeID)
-	n := prev.num + 1
-	ps := &patchSet{num: n, sha: cm.sha, ref: changeRef(num, n), uploader: uploader.id, created: now,
+	ref := changeRef(num, n)
+	if err == nil {
+		err = s.updateRefLocked(p, ref, cm.sha, zeroOID)
+	}
+	if err != nil {
+		return PatchSet{}, fmt.Errorf("upload patch set to change %d: %w", num, err)
+	}
+	c.subject, c.diff = subject, diff
+	ps := &patchSet{num: n, sha: cm.sha, ref: ref, uploader: uploader.id, created: now,
 		kind: spec.Kind, approvals: map[string]map[int]*approval{}}
 	for _, lt := range s.labels {
 		if !contains(lt.CopyOnKinds, spec.Kind) {
@@ -726,10 +802,15 @@ func (s *Server) Restore(num int, email string) error {
 }
 
 // Merge submits an open change on behalf of the account with this e-mail
-// (no submit requirements are checked). The branch fast-forwards to the
-// current patch set when its parent is the branch head; otherwise the
-// patch set is rebased: a new commit with the same message on top of the
-// head (the change keeps its patch sets). It returns the new branch head.
+// (no submit requirements are checked), as Gerrit's "merge if necessary"
+// submit type: the branch fast-forwards to the current patch set when the
+// head is one of its ancestors (e.g. its parent); otherwise the branch
+// moves to a new merge commit of the head and the patch set (first parent
+// the head, message `Merge "SUBJECT"`, author and committer the
+// submitter), whose tree git merge-tree computes. When that merge
+// conflicts, the change stays open and the error is ErrConflict. A patch
+// set already in the branch leaves the branch where it is. It returns the
+// new branch head.
 func (s *Server) Merge(num int, email string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -747,13 +828,28 @@ func (s *Server) Merge(num int, email string) (string, error) {
 	ps := c.current()
 	cm := p.commits[ps.sha]
 	newHead := ps.sha
-	if len(cm.parents) == 0 || cm.parents[0] != head {
-		rebased := s.newCommitLocked(p, []string{head}, CommitSpec{
-			Subject: cm.subject, Body: commitBody(cm.message),
-			AuthorName: cm.author.name, AuthorEmail: cm.author.email, AuthorTime: cm.author.when,
-			CommitterName: a.name, CommitterEmail: a.email,
-		}, "Change-Id: "+c.changeID)
-		newHead = rebased.sha
+	switch {
+	case isAncestorLocked(p, ps.sha, head):
+		newHead = head
+	case isAncestorLocked(p, head, ps.sha):
+	default:
+		tree, err := s.mergeTreeLocked(p, head, ps.sha)
+		if err != nil {
+			return "", fmt.Errorf("merge change %d into %s: %w", num, c.branch, err)
+		}
+		merged, err := s.newCommitLocked(p, []string{head, ps.sha}, tree, CommitSpec{
+			Subject:    fmt.Sprintf("Merge %q", cm.subject),
+			AuthorName: a.name, AuthorEmail: a.email,
+		}, "")
+		if err != nil {
+			return "", fmt.Errorf("merge change %d: %w", num, err)
+		}
+		newHead = merged.sha
+	}
+	if newHead != head {
+		if err := s.updateRefLocked(p, ref, newHead, head); err != nil {
+			return "", fmt.Errorf("merge change %d: %w", num, err)
+		}
 	}
 	p.branches[ref] = newHead
 	now := s.now()
