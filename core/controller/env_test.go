@@ -100,6 +100,7 @@ func newEnv(t *testing.T, cfgYAML string) *env {
 		g.Handler().ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() { g.Close() })
 	url := srv.URL
 	if _, err := g.CreateBranch(project, "main", fakegerrit.CommitSpec{Subject: "Initial commit"}); err != nil {
 		t.Fatal(err)
