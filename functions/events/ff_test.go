@@ -4,85 +4,23 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
-	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/tollgate-ci/tollgate/adapters/pubsub"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/tasks"
 	"github.com/tollgate-ci/tollgate/emulators/gcloud"
 	"github.com/tollgate-ci/tollgate/emulators/gcloud/gcloudtest"
+	"github.com/tollgate-ci/tollgate/functions/internal/fftest"
 )
 
 func TestMain(m *testing.M) { gcloudtest.Main(m, gcloud.PubSub) }
 
 const project = "tollgate-test"
-
-// The functions-framework server of this test binary. funcframework.Start
-// serves its global registry and never returns, so it starts once and
-// routes each CloudEvent by its topic to the handler a test installed.
-var (
-	ffOnce sync.Once
-	ffURL  string
-	ffErr  error
-	routes sync.Map // "projects/P/topics/T" → func(context.Context, event.Event) error
-)
-
-func startFunctionsFramework(t *testing.T) string {
-	t.Helper()
-	ffOnce.Do(func() {
-		// Without FUNCTION_TARGET the framework serves every function at its
-		// path; "/projects/" takes the push paths projects/P/topics/T, from
-		// which it names the topic (the event's source).
-		os.Unsetenv("FUNCTION_TARGET")
-		ffErr = funcframework.RegisterCloudEventFunctionContext(context.Background(), "/projects/",
-			func(ctx context.Context, e event.Event) error {
-				topic := strings.TrimPrefix(e.Source(), "//pubsub.googleapis.com/")
-				h, ok := routes.Load(topic)
-				if !ok {
-					return fmt.Errorf("no route for source %q", e.Source())
-				}
-				return h.(func(context.Context, event.Event) error)(ctx, e)
-			})
-		if ffErr != nil {
-			return
-		}
-		port, err := gcloud.FreePort()
-		if ffErr = err; err != nil {
-			return
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		go func() { ffErr = funcframework.StartHostPort("127.0.0.1", strconv.Itoa(port)) }()
-		end := time.Now().Add(10 * time.Second)
-		for {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(end) {
-				ffErr = fmt.Errorf("functions framework not listening on %s: %v", addr, err)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		ffURL = "http://" + addr
-	})
-	if ffErr != nil {
-		t.Fatal(ffErr)
-	}
-	return ffURL
-}
 
 func uniquePrefix() string {
 	var b [6]byte
@@ -116,7 +54,6 @@ func (d *delivered) snapshot() []tasks.Task {
 // neither hop reports it), and a refused task lands in the dead letter.
 func TestThroughFunctionsFramework(t *testing.T) {
 	host := gcloudtest.Host(t, gcloud.PubSub)
-	base := startFunctionsFramework(t)
 	ctx := context.Background()
 	tq, err := pubsub.New(ctx, project, uniquePrefix(), pubsub.EmulatorOptions(host)...)
 	if err != nil {
@@ -145,11 +82,10 @@ func TestThroughFunctionsFramework(t *testing.T) {
 		Log:         slog.New(slog.DiscardHandler),
 	})
 	for _, a := range actions {
-		routes.Store(tq.TopicName(a), handler)
-		defer routes.Delete(tq.TopicName(a))
-		// The push path must name the topic for the framework to take the
-		// body for a Pub/Sub message.
-		if err := tq.EnsurePushSubscription(ctx, a, base+"/"+tq.TopicName(a), 5, tq.DeadLetterTopicID(), 0, 0); err != nil {
+		// The push path names the topic, so the framework takes the body
+		// for a Pub/Sub message.
+		endpoint := fftest.Route(t, tq.TopicName(a), handler)
+		if err := tq.EnsurePushSubscription(ctx, a, endpoint, 5, tq.DeadLetterTopicID(), 0, 0); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,94 @@
+package cloudrun
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+
+	"google.golang.org/api/option"
+	monitoredrespb "google.golang.org/genproto/googleapis/api/monitoredres"
+
+	"github.com/tollgate-ci/tollgate/adapters/firestore"
+	"github.com/tollgate-ci/tollgate/adapters/gcs"
+	"github.com/tollgate-ci/tollgate/adapters/monitoring"
+	"github.com/tollgate-ci/tollgate/core/blob"
+	"github.com/tollgate-ci/tollgate/core/metrics"
+	"github.com/tollgate-ci/tollgate/core/store"
+)
+
+// EnvRegion names the region in the monitored resource of this instance's
+// cumulative metrics (default "global"); Cloud Run does not set it.
+const EnvRegion = "TOLLGATE_REGION"
+
+// The production constructors of the Google Cloud adapters: the one place
+// they are wired. Each honours its emulator variable
+// (FIRESTORE_EMULATOR_HOST, STORAGE_EMULATOR_HOST).
+var (
+	openStore = func(ctx context.Context, project string) (store.Store, error) {
+		return firestore.Open(ctx, project)
+	}
+	openBlobs = func(ctx context.Context, bucket string) (blob.Bucket, error) {
+		return gcs.Open(ctx, bucket)
+	}
+	openMetrics = func(ctx context.Context, project string) (metrics.Metrics, error) {
+		return openMonitoring(ctx, project, os.Getenv(EnvRegion), os.Getenv("K_SERVICE"))
+	}
+)
+
+// openMonitoring writes gauges to the project's global resource, where one
+// latest value is what the autoscaler reads whoever wrote it, and counters
+// and distributions, whose cumulative points need one writer per series, to
+// a generic_task resource of this instance (task_id random per process).
+func openMonitoring(ctx context.Context, project, region, service string, opts ...option.ClientOption) (*splitMetrics, error) {
+	gauges, err := monitoring.New(ctx, project, monitoring.Options{}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if region == "" {
+		region = "global"
+	}
+	if service == "" {
+		service = "functions"
+	}
+	var id [8]byte
+	rand.Read(id[:])
+	cumulative, err := monitoring.New(ctx, project, monitoring.Options{Resource: &monitoredrespb.MonitoredResource{
+		Type: "generic_task",
+		Labels: map[string]string{"project_id": project, "location": region, "namespace": "tollgate",
+			"job": service, "task_id": hex.EncodeToString(id[:])},
+	}}, opts...)
+	if err != nil {
+		gauges.Close()
+		return nil, err
+	}
+	return &splitMetrics{gauges: gauges, cumulative: cumulative}, nil
+}
+
+// splitMetrics sends gauges and cumulative metrics to their own resources.
+type splitMetrics struct {
+	gauges, cumulative *monitoring.Metrics
+}
+
+func (m *splitMetrics) Set(ctx context.Context, name string, l map[string]string, v float64) error {
+	return m.gauges.Set(ctx, name, l, v)
+}
+
+func (m *splitMetrics) Observe(ctx context.Context, name string, l map[string]string, v float64) error {
+	return m.cumulative.Observe(ctx, name, l, v)
+}
+
+func (m *splitMetrics) Add(ctx context.Context, name string, l map[string]string, v float64) error {
+	return m.cumulative.Add(ctx, name, l, v)
+}
+
+// Flush sends what is due: a function calls it before it returns, since
+// the platform may throttle the CPU once the response is sent.
+func (m *splitMetrics) Flush(ctx context.Context) error {
+	return errors.Join(m.gauges.Flush(ctx), m.cumulative.Flush(ctx))
+}
+
+func (m *splitMetrics) Close() error {
+	return errors.Join(m.gauges.Close(), m.cumulative.Close())
+}
