@@ -22,6 +22,7 @@
 //	TOLLGATE_CHANNEL        the worker API channel (default 0)
 //	TOLLGATE_EVENT_MAX_AGE  events older than this are dropped, not retried (default 1h)
 //	TOLLGATE_LOG_LEVEL      debug, info (default), warn or error
+//	TOLLGATE_REGION         the location label of this instance's metrics resource (default "global")
 //
 // plus the Gerrit credentials in the variables the config names
 // (gerrit.user_env, gerrit.password_env).
