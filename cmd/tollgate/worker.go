@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/worker"
+	"github.com/tollgate-ci/tollgate/functions/cloudrun"
 	"github.com/tollgate-ci/tollgate/functions/workerapi"
 )
 
@@ -25,8 +27,13 @@ import (
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tollgate worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	server := fs.String("server", "", "base URL of the Tollgate server (required)")
-	secretEnv := fs.String("enroll-secret-env", "", "environment variable holding the enroll secret (required)")
+	backend := fs.String("backend", "http", "transport: http (the worker API of --server) or gcp (Firestore, Pub/Sub and Cloud Storage directly)")
+	server := fs.String("server", "", "base URL of the Tollgate server (--backend http)")
+	secretEnv := fs.String("enroll-secret-env", "", "environment variable holding the enroll secret (--backend http)")
+	project := fs.String("project", os.Getenv(cloudrun.EnvProject), "Google Cloud project (--backend gcp; default $"+cloudrun.EnvProject+")")
+	cfgLoc := fs.String("config", os.Getenv(cloudrun.EnvConfig), "config file or gs:// URL (--backend gcp; default $"+cloudrun.EnvConfig+")")
+	bucket := fs.String("bucket", os.Getenv(cloudrun.EnvBlobBucket), "artifacts bucket (--backend gcp; default $"+cloudrun.EnvBlobBucket+")")
+	prefix := fs.String("topic-prefix", cmp.Or(os.Getenv(cloudrun.EnvTopicPrefix), cloudrun.DefaultTopicPrefix), "Pub/Sub topic prefix (--backend gcp)")
 	channel := fs.Int("channel", 0, "protocol channel; must match the server's")
 	id := fs.String("id", "", "worker id (default: hostname-RANDOM)")
 	labels := fs.String("labels", "", "worker labels, k=v,k=v")
@@ -40,16 +47,6 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() > 0 {
 		return fmt.Errorf("worker: unexpected arguments %q", fs.Args())
 	}
-	if *server == "" || *secretEnv == "" {
-		return errors.New("worker: --server URL and --enroll-secret-env VAR are required")
-	}
-	secret := os.Getenv(*secretEnv)
-	if secret == "" {
-		return fmt.Errorf("worker: environment variable %s (--enroll-secret-env) is empty", *secretEnv)
-	}
-	// Jobs never get the worker's environment, but nothing else started by
-	// this process should find the secret either.
-	_ = os.Unsetenv(*secretEnv)
 	lbls, err := parseLabels(*labels)
 	if err != nil {
 		return err
@@ -59,14 +56,33 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		*id = defaultWorkerID(host)
 	}
 	log := newLogger(stderr, *verbose)
+	opts := worker.Options{ID: *id, Host: host, Version: Version, Labels: lbls,
+		WorkDir: *workDir, Log: log, KillGrace: *grace, KeepWorkDirs: *keep}
+	switch *backend {
+	case "gcp":
+		return runGCPWorker(ctx, cloudrun.Settings{Config: *cfgLoc, Project: *project, BlobBucket: *bucket, TopicPrefix: *prefix}, opts, stdout)
+	case "http":
+	default:
+		return fmt.Errorf("worker: --backend must be http or gcp, not %q", *backend)
+	}
+	if *server == "" || *secretEnv == "" {
+		return errors.New("worker: --server URL and --enroll-secret-env VAR are required with --backend http")
+	}
+	secret := os.Getenv(*secretEnv)
+	if secret == "" {
+		return fmt.Errorf("worker: environment variable %s (--enroll-secret-env) is empty", *secretEnv)
+	}
+	// Jobs never get the worker's environment, but nothing else started by
+	// this process should find the secret either.
+	_ = os.Unsetenv(*secretEnv)
 
 	client, err := workerapi.NewClient(workerapi.ClientOptions{URL: *server, EnrollSecret: secret,
 		Channel: *channel, WorkerID: *id, Host: host})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	w, err := worker.New(worker.Options{Backend: client, ID: *id, Host: host, Version: Version, Labels: lbls,
-		WorkDir: *workDir, Log: log, KillGrace: *grace, KeepWorkDirs: *keep})
+	opts.Backend = client
+	w, err := worker.New(opts)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -77,6 +93,26 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 	fmt.Fprintf(stdout, "tollgate worker %s joined %s (work dir %s)\n", *id, *server, *workDir)
+	return w.Run(ctx)
+}
+
+// runGCPWorker runs a worker on the direct transport in Google Cloud mode:
+// it reads the Firestore queue itself, as the fleet's VMs do.
+func runGCPWorker(ctx context.Context, s cloudrun.Settings, opts worker.Options, stdout io.Writer) error {
+	if s.Project == "" || s.Config == "" || s.BlobBucket == "" {
+		return errors.New("worker: --backend gcp needs --project, --config and --bucket (or their TOLLGATE_* variables)")
+	}
+	rt, err := cloudrun.BuildFleet(ctx, s, cloudrun.Adapters{}, opts.Log)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	defer rt.Close()
+	opts.Backend = rt.Fleet
+	w, err := worker.New(opts)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	fmt.Fprintf(stdout, "tollgate worker %s on project %s (work dir %s)\n", opts.ID, s.Project, opts.WorkDir)
 	return w.Run(ctx)
 }
 

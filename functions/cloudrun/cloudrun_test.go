@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/metrics"
 	"github.com/tollgate-ci/tollgate/core/model"
 	"github.com/tollgate-ci/tollgate/core/store"
+	"github.com/tollgate-ci/tollgate/core/worker"
 	"github.com/tollgate-ci/tollgate/emulators/gcloud"
 	"github.com/tollgate-ci/tollgate/emulators/gcloud/gcloudtest"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
@@ -149,8 +150,8 @@ gerrit:
 trust:
   trusted_emails: '.*@trusted\.example'
 jobs:
-  build: {command: [make]}
-  test: {command: [make, test]}
+  build: {command: [sh, -c, "echo built $TOLLGATE_JOB_TYPE"]}
+  test: {command: [sh, -c, "echo tested; exit 3"]}
 tasks:
   max_attempts: 5
 `
@@ -289,6 +290,43 @@ func TestGerritToStoreThroughFunctions(t *testing.T) {
 	// resource: cumulative series have one writer each.
 	if pts := mon.Series("custom.googleapis.com/tollgate/" + metrics.GerritCalls); len(pts) == 0 || pts[0].ResourceType != "generic_task" {
 		t.Errorf("%s points %+v, want some on generic_task", metrics.GerritCalls, pts)
+	}
+
+	// A worker in Google Cloud mode (tollgate worker --backend gcp) runs the
+	// jobs straight from Firestore; each Finish defers check_pending_cl to
+	// Pub/Sub, whose function ends the patchset.
+	frt, err := BuildFleet(ctx, settings, adapters, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer frt.Close()
+	wk, err := worker.New(worker.Options{Backend: frt.Fleet, ID: "vm-1", WorkDir: t.TempDir(), Log: quiet,
+		HeartbeatEvery: 200 * time.Millisecond, PollEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	wdone := make(chan error, 1)
+	go func() { wdone <- wk.Run(wctx) }()
+	var ended *model.Patchset
+	waitFor(t, 30*time.Second, "the patchset ended by check_pending_cl after the worker ran its jobs", func() bool {
+		ended, jobs, err = rt.Store.GetPatchsetWithJobs(ctx, id)
+		return err == nil && !ended.Pending()
+	})
+	stop()
+	if err := <-wdone; err != nil {
+		t.Errorf("worker: %v", err)
+	}
+	for _, j := range jobs {
+		want := map[string]model.State{"build": model.Completed, "test": model.Failed}[j.Type]
+		if j.State != want || j.Worker != "vm-1" {
+			t.Errorf("job %s: %s on %q, want %s on vm-1", j.ID, j.State, j.Worker, want)
+		}
+		if j.Type == "build" {
+			if b, _, _ := rt.Store.ReadLog(ctx, j.ID, 0, 1000); string(b) != "built build\n" {
+				t.Errorf("build log = %q", b)
+			}
+		}
 	}
 	if dead, err := rt.Tasks.ListDead(ctx, 10); err != nil || len(dead) != 0 {
 		t.Errorf("dead letters %+v, %v; want none", dead, err)
