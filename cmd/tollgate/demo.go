@@ -17,6 +17,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
+	fakemonitoring "github.com/tollgate-ci/tollgate/emulators/monitoring"
 )
 
 // The demo: a fake Gerrit in this process with a project, sample changes
@@ -199,6 +200,26 @@ func runFakeGerrit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "fake Gerrit at %s (user %s, password %s)\ncontrol API: %s/control/ (see emulators/gerrit/doc.go)\n",
 		url, *user, shown, strings.TrimRight(url, "/"))
+	<-ctx.Done()
+	return nil
+}
+
+// runFakeMonitoring runs the fake Cloud Monitoring MetricService (gRPC)
+// alone until ctx ends; point TOLLGATE_MONITORING_EMULATOR_HOST at it.
+func runFakeMonitoring(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tollgate emulators monitoring", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8087", "address to listen on")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m := fakemonitoring.New(fakemonitoring.Options{})
+	addr, err := m.Start(*listen)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	fmt.Fprintf(stdout, "fake Cloud Monitoring at %s (TOLLGATE_MONITORING_EMULATOR_HOST=%s)\n", addr, addr)
 	<-ctx.Done()
 	return nil
 }

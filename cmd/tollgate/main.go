@@ -30,6 +30,7 @@ commands:
   up                 run the controller, API and scheduler in one process (embedded backends)
   worker             run a worker that joins a Tollgate server over the worker API
   emulators gerrit   run the fake Gerrit server alone
+  emulators monitoring  run the fake Cloud Monitoring MetricService alone
   version            print the version
 
 Run 'tollgate <command> -h' for a command's flags.
@@ -60,7 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(args) > 1 && args[1] == "gerrit" {
 			return runFakeGerrit(ctx, args[2:], stdout, stderr)
 		}
-		return fmt.Errorf("usage: tollgate emulators gerrit [flags]")
+		if len(args) > 1 && args[1] == "monitoring" {
+			return runFakeMonitoring(ctx, args[2:], stdout, stderr)
+		}
+		return fmt.Errorf("usage: tollgate emulators gerrit|monitoring [flags]")
 	case "version":
 		fmt.Fprintln(stdout, "tollgate", Version)
 		return nil

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	monitoredrespb "google.golang.org/genproto/googleapis/api/monitoredres"
 
 	"github.com/tollgate-ci/tollgate/adapters/firestore"
@@ -17,6 +19,18 @@ import (
 	"github.com/tollgate-ci/tollgate/core/metrics"
 	"github.com/tollgate-ci/tollgate/core/store"
 )
+
+// EnvMonitoringEmulator, when set, points Cloud Monitoring at a fake
+// MetricService at that host:port (emulators/monitoring) over plain gRPC,
+// as the *_EMULATOR_HOST variables do for the other services.
+const EnvMonitoringEmulator = "TOLLGATE_MONITORING_EMULATOR_HOST"
+
+// MonitoringEmulatorOptions are the client options that reach a fake
+// MetricService at host.
+func MonitoringEmulatorOptions(host string) []option.ClientOption {
+	return []option.ClientOption{option.WithEndpoint(host), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))}
+}
 
 // EnvRegion names the region in the monitored resource of this instance's
 // cumulative metrics (default "global"); Cloud Run does not set it.
@@ -33,7 +47,11 @@ var (
 		return gcs.Open(ctx, bucket)
 	}
 	openMetrics = func(ctx context.Context, project string) (metrics.Metrics, error) {
-		return openMonitoring(ctx, project, os.Getenv(EnvRegion), os.Getenv("K_SERVICE"))
+		var opts []option.ClientOption
+		if host := os.Getenv(EnvMonitoringEmulator); host != "" {
+			opts = MonitoringEmulatorOptions(host)
+		}
+		return openMonitoring(ctx, project, os.Getenv(EnvRegion), os.Getenv("K_SERVICE"), opts...)
 	}
 )
 

@@ -19,9 +19,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tollgate-ci/tollgate/adapters/firestore"
 	"github.com/tollgate-ci/tollgate/adapters/fsblob"
@@ -225,8 +222,7 @@ func TestGerritToStoreThroughFunctions(t *testing.T) {
 		},
 		OpenBlobs: func(ctx context.Context, _ string) (blob.Bucket, error) { return fsblob.Open(t.TempDir()) },
 		OpenMetrics: func(ctx context.Context, project string) (metrics.Metrics, error) {
-			return openMonitoring(ctx, project, "", "", option.WithEndpoint(monAddr), option.WithoutAuthentication(),
-				option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+			return openMonitoring(ctx, project, "", "", MonitoringEmulatorOptions(monAddr)...)
 		},
 	}
 	quiet := slog.New(slog.DiscardHandler)
