@@ -137,6 +137,11 @@ func (c *HTTPClient) Put(ctx context.Context, d Digest, r io.Reader) error {
 			req.Body, req.GetBody = http.NoBody, nil
 		}
 		req.Header.Set("Content-Type", "application/octet-stream")
+		if d.Size > expectContinueOver {
+			// Lets the server refuse (too large, already present) before
+			// the body is sent.
+			req.Header.Set("Expect", "100-continue")
+		}
 		resp, err := c.o.HTTPClient.Do(req)
 		if body.err != nil {
 			if resp != nil {
@@ -151,7 +156,14 @@ func (c *HTTPClient) Put(ctx context.Context, d Digest, r io.Reader) error {
 	})
 }
 
-// exactReader yields exactly left bytes of r, and fails if r has fewer or more.
+// expectContinueOver is the upload size above which the client asks the
+// server whether to send the body.
+const expectContinueOver = 64 << 10
+
+// exactReader yields exactly left bytes of r, and fails if r has fewer or
+// more. It looks one byte ahead before handing over the last ones, so an
+// over-long reader fails before the request is complete and the server
+// never stores it.
 type exactReader struct {
 	r    io.Reader
 	left int64
@@ -163,9 +175,7 @@ func (e *exactReader) Read(p []byte) (int, error) {
 		return 0, e.err
 	}
 	if e.left == 0 {
-		var one [1]byte
-		if n, _ := io.ReadFull(e.r, one[:]); n > 0 {
-			e.err = errs.E(errs.InvalidArgument, "cache.Put", "the content is longer than the digest's size")
+		if e.extra() {
 			return 0, e.err
 		}
 		return 0, io.EOF
@@ -175,14 +185,26 @@ func (e *exactReader) Read(p []byte) (int, error) {
 	}
 	n, err := e.r.Read(p)
 	e.left -= int64(n)
-	if err == io.EOF && e.left > 0 {
+	switch {
+	case err == io.EOF && e.left > 0:
 		e.err = errs.E(errs.InvalidArgument, "cache.Put", "the content is shorter than the digest's size")
-		return n, e.err
+		return 0, e.err
+	case err != nil && err != io.EOF:
+		return n, err
+	case e.left == 0 && e.extra():
+		return 0, e.err
 	}
-	if err == io.EOF {
-		err = nil
+	return n, nil
+}
+
+// extra reports whether r has a byte past the size, and records the error.
+func (e *exactReader) extra() bool {
+	var one [1]byte
+	if n, _ := io.ReadFull(e.r, one[:]); n > 0 {
+		e.err = errs.E(errs.InvalidArgument, "cache.Put", "the content is longer than the digest's size")
+		return true
 	}
-	return n, err
+	return false
 }
 
 func (e *exactReader) Close() error { return nil }
