@@ -181,7 +181,7 @@ func TestHistogramCutoff(t *testing.T) {
 		{60, far, at(4), 4, 60, at(5).Add(30 * time.Second), false},
 		{61, far, at(6), 5, 100, time.Time{}, false},
 		{101, far, at(6), 5, 100, time.Time{}, true},
-		{61, at(5), at(4), 4, 60, at(5).Add(30 * time.Second), true},  // minute 5 is too recent
+		{61, at(5), at(4), 4, 60, at(5).Add(30 * time.Second), true},     // minute 5 is too recent
 		{5, at(0).Add(59 * time.Second), time.Time{}, 0, 0, at(0), true}, // nothing is old enough
 	}
 	for i, tc := range cases {
