@@ -80,21 +80,28 @@ func TestParse(t *testing.T) {
 		t.Errorf("DecodePush = %+v, %v", task, err)
 	}
 
+	// What Cloud Scheduler publishes: static attributes only. The message id
+	// names the task and the publish time dates it.
+	sched := push(`{}`, attrs(AttrTaskID, "", AttrCreated, ""), 1)
+	if d, err := ParsePush(sched); err != nil || d.Task.ID != "msg-42" || !d.Task.Created.Equal(d.PublishTime) {
+		t.Errorf("scheduler message: %+v, %v; want task msg-42 created at its publish time", d, err)
+	}
+
 	bad := map[string][]byte{
-		"not json":          []byte(`{"message":`),
-		"no message":        []byte(`{"subscription":"s"}`),
-		"message not obj":   []byte(`{"message":"x"}`),
-		"bad base64":        []byte(`{"message":{"data":"!!","attributes":{"action":"a","schema":"1","task_id":"t","created":"2026-01-02T03:04:05Z"}}}`),
-		"no action":         push(`{}`, attrs(AttrAction, ""), 1),
-		"no task id":        push(`{}`, attrs(AttrTaskID, ""), 1),
-		"no schema":         push(`{}`, attrs(AttrSchema, ""), 1),
-		"future schema":     push(`{}`, attrs(AttrSchema, "2"), 1),
-		"bad created":       push(`{}`, attrs(AttrCreated, "yesterday"), 1),
-		"array args":        push(`[1]`, attrs(), 1),
-		"truncated args":    push(`{"a":`, attrs(), 1),
-		"empty data":        push(``, attrs(), 1),
-		"bad publish time":  []byte(strings.Replace(string(push(`{}`, attrs(), 1)), `"publishTime":"2026-11-24T06:26:04.028Z"`, `"publishTime":"soon"`, 1)),
-		"attempt as string": []byte(strings.Replace(string(push(`{}`, attrs(), 1)), `"deliveryAttempt":1`, `"deliveryAttempt":"1"`, 1)),
+		"not json":              []byte(`{"message":`),
+		"no message":            []byte(`{"subscription":"s"}`),
+		"message not obj":       []byte(`{"message":"x"}`),
+		"bad base64":            []byte(`{"message":{"data":"!!","attributes":{"action":"a","schema":"1","task_id":"t","created":"2026-01-02T03:04:05Z"}}}`),
+		"no action":             push(`{}`, attrs(AttrAction, ""), 1),
+		"no task or message id": []byte(`{"message":{"data":"e30=","attributes":{"action":"a","schema":"1","created":"2026-01-02T03:04:05Z"}}}`),
+		"no schema":             push(`{}`, attrs(AttrSchema, ""), 1),
+		"future schema":         push(`{}`, attrs(AttrSchema, "2"), 1),
+		"bad created":           push(`{}`, attrs(AttrCreated, "yesterday"), 1),
+		"array args":            push(`[1]`, attrs(), 1),
+		"truncated args":        push(`{"a":`, attrs(), 1),
+		"empty data":            push(``, attrs(), 1),
+		"bad publish time":      []byte(strings.Replace(string(push(`{}`, attrs(), 1)), `"publishTime":"2026-11-24T06:26:04.028Z"`, `"publishTime":"soon"`, 1)),
+		"attempt as string":     []byte(strings.Replace(string(push(`{}`, attrs(), 1)), `"deliveryAttempt":1`, `"deliveryAttempt":"1"`, 1)),
 	}
 	for name, body := range bad {
 		if _, err := ParsePush(body); !errs.Is(err, errs.InvalidArgument) {

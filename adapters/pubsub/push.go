@@ -78,10 +78,20 @@ func parse(op string, b []byte) (Delivery, error) {
 		return Delivery{}, errs.E(errs.InvalidArgument, op, "message %s: schema %q, want %q", m.MessageID, s, Schema)
 	}
 	d := Delivery{MessageID: m.MessageID, Task: tasks.Task{ID: a[AttrTaskID], Action: a[AttrAction], Attempt: 1}}
+	// Messages from Cloud Scheduler (or a person) carry only static
+	// attributes: the message id then names the task, and the publish time
+	// dates it.
+	if d.Task.ID == "" && m.MessageID != "" {
+		d.Task.ID = "msg-" + m.MessageID
+	}
 	if d.Task.ID == "" || d.Task.Action == "" {
 		return Delivery{}, errs.E(errs.InvalidArgument, op, "message %s: no %s or %s attribute", m.MessageID, AttrTaskID, AttrAction)
 	}
-	created, err := time.Parse(time.RFC3339Nano, a[AttrCreated])
+	createdAttr := a[AttrCreated]
+	if createdAttr == "" {
+		createdAttr = m.PublishTime
+	}
+	created, err := time.Parse(time.RFC3339Nano, createdAttr)
 	if err != nil {
 		return Delivery{}, errs.E(errs.InvalidArgument, op, "message %s: bad %s attribute %q", m.MessageID, AttrCreated, a[AttrCreated])
 	}
