@@ -116,6 +116,13 @@ type request struct {
 	contentType string
 	// unbounded attempts have no per-attempt timeout (artifact uploads).
 	unbounded bool
+	// method is the HTTP method (default POST).
+	method string
+	// header holds extra request headers.
+	header http.Header
+	// stream leaves a 200 answer's body open for the caller
+	// (response.stream) instead of reading it; use it with unbounded.
+	stream bool
 }
 
 func jsonRequest(op string, v any) (*request, error) {
@@ -132,6 +139,7 @@ type response struct {
 	status int
 	header http.Header
 	body   []byte
+	stream io.ReadCloser // a streamed request's open body
 }
 
 // Enroll presents the enroll secret and keeps the token the server issues.
@@ -269,9 +277,16 @@ func (c *Client) once(ctx context.Context, req *request, token string) (*respons
 	if req.body != nil {
 		body, n = req.body()
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, u, body)
+	method := req.method
+	if method == "" {
+		method = http.MethodPost
+	}
+	hr, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return nil, err
+	}
+	for k, v := range req.header {
+		hr.Header[k] = v
 	}
 	hr.ContentLength = n
 	if req.body != nil {
@@ -287,6 +302,9 @@ func (c *Client) once(ctx context.Context, req *request, token string) (*respons
 	resp, err := c.o.HTTPClient.Do(hr)
 	if err != nil {
 		return nil, err
+	}
+	if req.stream && resp.StatusCode == http.StatusOK {
+		return &response{status: resp.StatusCode, header: resp.Header, stream: resp.Body}, nil
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
@@ -437,9 +455,14 @@ func (c *Client) PutArtifact(ctx context.Context, workerID, jobID, name string, 
 // may still read an abandoned attempt's body while the next one starts).
 func (c *Client) replayable(r io.Reader) (func() (io.Reader, int64), func(), error) {
 	max := c.o.MaxArtifactBytes
-	tooLarge := func() error {
+	return c.replayableMax(r, max, func() error {
 		return errs.E(errs.ResourceExhausted, "", "artifact exceeds %d bytes", max)
-	}
+	})
+}
+
+// replayableMax is replayable for content of at most max bytes; tooLarge
+// makes the error for more.
+func (c *Client) replayableMax(r io.Reader, max int64, tooLarge func() error) (func() (io.Reader, int64), func(), error) {
 	if ra, ok := r.(interface {
 		io.ReaderAt
 		io.Seeker

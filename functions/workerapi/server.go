@@ -12,6 +12,15 @@
 //	artifact?job_id=J&name=N  raw bytes → 204
 //	finish                    fleet.Result → 204
 //
+// and the artifact cache, when the server has one (Options.Cache; without
+// it these answer 404), in the cache's own protocol (cache.NewHandler):
+//
+//	POST cache/find_missing        {"digests": ["hash/size", ...]} → {"missing": [...]}
+//	GET  cache/cas/{hash}/{size}   → the content
+//	PUT  cache/cas/{hash}/{size}   the content → 204
+//	GET  cache/refs/{name}         → {"digest": "hash/size"}
+//	PUT  cache/refs/{name}         {"digest": "hash/size"} → 204
+//
 // Every request carries the header X-Tollgate-Channel: N, which must equal
 // the server's channel (so workers of one deployment never talk to another).
 // Enroll is authenticated by the shared enroll secret and issues a bearer
@@ -50,6 +59,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/clock"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/fleet"
@@ -105,6 +115,9 @@ type Options struct {
 	// (default 10s and 2s, the fleet's defaults).
 	HeartbeatEvery time.Duration
 	PollEvery      time.Duration
+	// Cache, if set, is served to workers under cache/ (normally the
+	// deployment's cache.Cache). Without it, those calls answer 404.
+	Cache cache.Access
 }
 
 // Handler serves the worker API. It is safe for concurrent use.
@@ -114,6 +127,7 @@ type Handler struct {
 	// enrollMu serialises enrollments in this process, so two concurrent
 	// enrollments of one worker id cannot both keep their token.
 	enrollMu sync.Mutex
+	cache    http.Handler // nil without Options.Cache
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -145,7 +159,11 @@ func NewHandler(o Options) *Handler {
 	if o.EnrollSecret == "" {
 		o.Log.Warn("workerapi: no enroll secret configured; enrollment is refused")
 	}
-	return &Handler{o: o}
+	h := &Handler{o: o}
+	if o.Cache != nil {
+		h.cache = http.StripPrefix(Prefix+"cache", cache.NewHandler(o.Cache, o.Log))
+	}
+	return h
 }
 
 // Drain makes every later call answer 503 ShuttingDown, so workers back off
@@ -191,6 +209,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, errs.E(errs.NotFound, "workerapi", "no such endpoint: %s", r.URL.Path))
 		return
 	}
+	if strings.HasPrefix(op, "cache/") {
+		h.serveCache(w, r)
+		return
+	}
 	var serve func(http.ResponseWriter, *http.Request, string)
 	switch op {
 	case "enroll":
@@ -223,6 +245,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	serve(w, r, worker)
+}
+
+// serveCache authenticates a cache call like any other and hands it to the
+// cache's protocol handler. Every enrolled worker shares the cache: objects
+// are named by their content, so none can change what another reads under
+// a digest, and refs are shared by design (a job type's keys).
+func (h *Handler) serveCache(w http.ResponseWriter, r *http.Request) {
+	if h.cache == nil {
+		h.fail(w, r, errs.E(errs.NotFound, "workerapi", "this server has no cache"))
+		return
+	}
+	if _, ok := h.authenticate(w, r); !ok {
+		return
+	}
+	h.cache.ServeHTTP(w, r)
 }
 
 func (h *Handler) methodNotAllowed(w http.ResponseWriter) {
