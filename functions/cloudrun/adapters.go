@@ -84,6 +84,10 @@ func openMonitoring(ctx context.Context, project, region, service string, opts .
 	return &splitMetrics{gauges: gauges, cumulative: cumulative}, nil
 }
 
+// CreateDescriptors creates the catalogue's metric descriptors (idempotent):
+// the `start` work Perfetto ran when an instance started.
+func (m *splitMetrics) CreateDescriptors(ctx context.Context) error { return m.gauges.CreateDescriptors(ctx) }
+
 // splitMetrics sends gauges and cumulative metrics to their own resources.
 type splitMetrics struct {
 	gauges, cumulative *monitoring.Metrics

@@ -221,6 +221,13 @@ func Build(ctx context.Context, s Settings, a Adapters, log *slog.Logger) (*Runt
 	if rt.Metrics, err = a.OpenMetrics(ctx, s.Project); err != nil {
 		return nil, err
 	}
+	// Once per instance start: descriptors give units and help texts; a
+	// failure is not fatal, since writes create missing custom metrics.
+	if d, ok := rt.Metrics.(interface{ CreateDescriptors(context.Context) error }); ok {
+		if derr := d.CreateDescriptors(ctx); derr != nil {
+			log.Warn("cloudrun: metric descriptors not created", "err", derr)
+		}
+	}
 	if rt.Store, err = a.OpenStore(ctx, s.Project); err != nil {
 		return nil, err
 	}

@@ -232,6 +232,11 @@ func TestGerritToStoreThroughFunctions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close()
+	for _, d := range metrics.Catalogue {
+		if mon.Descriptor("custom.googleapis.com/tollgate/"+d.Name) == nil {
+			t.Errorf("no descriptor for %s after the runtime started", d.Name)
+		}
+	}
 
 	// What Terraform and Eventarc do in a deployment: a topic per action
 	// and a subscription pushing to its function.
