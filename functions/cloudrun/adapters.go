@@ -8,9 +8,9 @@ import (
 	"os"
 
 	"google.golang.org/api/option"
+	monitoredrespb "google.golang.org/genproto/googleapis/api/monitoredres"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	monitoredrespb "google.golang.org/genproto/googleapis/api/monitoredres"
 
 	"github.com/tollgate-ci/tollgate/adapters/firestore"
 	"github.com/tollgate-ci/tollgate/adapters/gcs"
@@ -86,7 +86,9 @@ func openMonitoring(ctx context.Context, project, region, service string, opts .
 
 // CreateDescriptors creates the catalogue's metric descriptors (idempotent):
 // the `start` work Perfetto ran when an instance started.
-func (m *splitMetrics) CreateDescriptors(ctx context.Context) error { return m.gauges.CreateDescriptors(ctx) }
+func (m *splitMetrics) CreateDescriptors(ctx context.Context) error {
+	return m.gauges.CreateDescriptors(ctx)
+}
 
 // splitMetrics sends gauges and cumulative metrics to their own resources.
 type splitMetrics struct {

@@ -19,7 +19,6 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-
 	"github.com/tollgate-ci/tollgate/adapters/firestore"
 	"github.com/tollgate-ci/tollgate/adapters/fsblob"
 	"github.com/tollgate-ci/tollgate/adapters/pubsub"
