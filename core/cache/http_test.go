@@ -10,111 +10,19 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/cache"
+	"github.com/tollgate-ci/tollgate/core/cache/cachetest"
 	"github.com/tollgate-ci/tollgate/core/errs"
 )
-
-// memAccess is an in-memory cache.Access: the protocol's tests need a
-// backend, not eviction (the conformance suite covers backends).
-type memAccess struct {
-	mu    sync.Mutex
-	objs  map[cache.Digest][]byte
-	refs  map[string]cache.Digest
-	limit int64
-	puts  int
-}
-
-func newMem() *memAccess {
-	return &memAccess{objs: map[cache.Digest][]byte{}, refs: map[string]cache.Digest{}, limit: 1 << 20}
-}
-
-func (m *memAccess) stored() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.puts
-}
-
-func (m *memAccess) FindMissing(_ context.Context, ds []cache.Digest) ([]cache.Digest, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []cache.Digest
-	for _, d := range ds {
-		if err := d.Validate(); err != nil {
-			return nil, err
-		}
-		if _, ok := m.objs[d]; !ok && !slices.Contains(out, d) {
-			out = append(out, d)
-		}
-	}
-	return out, nil
-}
-
-func (m *memAccess) Put(_ context.Context, d cache.Digest, r io.Reader) error {
-	if err := d.Validate(); err != nil {
-		return err
-	}
-	if d.Size > m.limit {
-		return errs.E(errs.ResourceExhausted, "mem", "too large")
-	}
-	var b bytes.Buffer
-	if err := cache.CopyVerified(&b, r, d); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objs[d] = b.Bytes()
-	m.puts++
-	return nil
-}
-
-func (m *memAccess) Get(_ context.Context, d cache.Digest) (io.ReadCloser, error) {
-	if err := d.Validate(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[d]
-	if !ok {
-		return nil, errs.E(errs.NotFound, "mem", "no %s", d)
-	}
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (m *memAccess) SetRef(_ context.Context, name string, d cache.Digest) error {
-	if err := cache.ValidRefName(name); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.objs[d]; !ok {
-		return errs.E(errs.FailedPrecondition, "mem", "no %s", d)
-	}
-	m.refs[name] = d
-	return nil
-}
-
-func (m *memAccess) ResolveRef(_ context.Context, name string) (cache.Digest, error) {
-	if err := cache.ValidRefName(name); err != nil {
-		return cache.Digest{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	d, ok := m.refs[name]
-	if !ok {
-		return cache.Digest{}, errs.E(errs.NotFound, "mem", "no ref %s", name)
-	}
-	return d, nil
-}
 
 // server serves mem under /base/ and counts requests; fail, if set, may
 // answer a request itself (returning true).
 type server struct {
-	mem      *memAccess
+	mem      *cachetest.Mem
 	srv      *httptest.Server
 	requests atomic.Int64
 	fail     atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
@@ -123,7 +31,7 @@ type server struct {
 func (s *server) setFail(fn func(w http.ResponseWriter, r *http.Request) bool) { s.fail.Store(&fn) }
 
 func newServer(t *testing.T) *server {
-	s := &server{mem: newMem()}
+	s := &server{mem: cachetest.NewMem()}
 	h := http.StripPrefix("/base", cache.NewHandler(s.mem, nil))
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
@@ -223,7 +131,7 @@ func TestHTTPErrors(t *testing.T) {
 	if n := bigPuts.Load(); n != 1 {
 		t.Errorf("a refused Put was sent %d times, want once", n)
 	}
-	if n := s.mem.stored(); n != 0 {
+	if n := s.mem.Stored(); n != 0 {
 		t.Errorf("%d objects stored by refused Puts", n)
 	}
 
@@ -391,7 +299,7 @@ func TestCommand(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "none")); !os.IsNotExist(err) {
 		t.Errorf("a failed get left its output file: %v", err)
 	}
-	if n := s.mem.stored(); n != 1 {
+	if n := s.mem.Stored(); n != 1 {
 		t.Errorf("%d uploads, want 1 (the second put finds the object)", n)
 	}
 }

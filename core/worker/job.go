@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/fleet"
 	"github.com/tollgate-ci/tollgate/core/model"
@@ -36,6 +37,8 @@ type job struct {
 	dir    string // the work directory, WorkDir/{id}-a{attempt}
 	artDir string // dir/artifacts
 	logs   *logShipper
+	// cacheURL is the job's TOLLGATE_CACHE_URL ("" without a cache).
+	cacheURL string
 
 	stopOnce   sync.Once
 	stopped    chan struct{} // closed by the first stop
@@ -96,7 +99,19 @@ func (w *Worker) runJob(ctx context.Context, a *fleet.Assignment) {
 	start := time.Now()
 	log.InfoContext(ctx, "job started", "command", a.Command, "dir", dir)
 
+	var proxy *cacheProxy
+	if w.o.Cache != nil {
+		var err error
+		if proxy, err = startCacheProxy(w.o.Cache, log); err != nil {
+			log.WarnContext(ctx, "cannot serve the cache to the job; it runs without one", "err", err)
+		} else {
+			j.cacheURL = proxy.url
+		}
+	}
 	out := w.execute(j)
+	if proxy != nil {
+		proxy.close()
+	}
 	switch out.state {
 	case model.Completed, model.Failed, model.TimedOut:
 		// Interrupted jobs run again and cancelled ones are not wanted:
@@ -291,7 +306,11 @@ func (w *Worker) env(j *job) []string {
 		}
 		env = append(env, k+"="+v)
 	}
-	return append(env, "TOLLGATE_ARTIFACTS_DIR="+j.artDir, "TOLLGATE_WORK_DIR="+j.dir)
+	env = append(env, "TOLLGATE_ARTIFACTS_DIR="+j.artDir, "TOLLGATE_WORK_DIR="+j.dir)
+	if j.cacheURL != "" {
+		env = append(env, cache.EnvURL+"="+j.cacheURL)
+	}
+	return env
 }
 
 // lastValue returns the value of the last name=... entry of env.

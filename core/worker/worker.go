@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/fleet"
 	"github.com/tollgate-ci/tollgate/core/model"
@@ -56,6 +57,10 @@ type Options struct {
 	// HOME and TMPDIR inside the job's work directory, LANG=C.UTF-8.
 	// A non-nil BaseEnv replaces the default entirely.
 	BaseEnv []string
+	// Cache, if set, is offered to each job through a local proxy whose
+	// URL (with a per-job token) is in TOLLGATE_CACHE_URL: the cache
+	// itself in-process, or the worker API client on another machine.
+	Cache cache.Access
 }
 
 // Worker runs jobs from a fleet.Backend. Create it with New; Run it once.
