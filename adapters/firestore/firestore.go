@@ -8,13 +8,14 @@
 // a query:
 //
 //	patchsets/{cl}-{ps}                    id, change, owner, time_queued, ended, data
-//	jobs/{h}-{job id}                      id, src, state, worker, time_queued, time_started, data
+//	jobs/{h}-{job id}                      id, src, state, worker, time_queued, time_started, time_ended, data
 //	postsubmits/{id}                       id, branch, time_queued, data
 //	workers/{id}                           id, state, last_seen, data
 //	logs/{h}-{job id}                      job_id, size, expire_at
 //	logs/{h}-{job id}/chunks/{offset:020}  off, data (bytes), expire_at
 //	leases/{name}                          id (the name), holder, expires
 //	meta/{key}                             value
+//	samples/{series}@{t as Unix nanos}     name, t, value
 //
 // data is the whole record as JSON, the single source of truth (as in the
 // sqlite adapter): it round-trips every field exactly, nanosecond times
@@ -502,17 +503,29 @@ func uniq(ids []string) []string {
 	return out
 }
 
-// A cursor is the sort key (time queued at microsecond precision, id) of
-// the last record of a page, opaque to callers and safe in a URL.
-func makeCursor(queued time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(ts(queued).UnixMicro(), 10) + ":" + id))
+// A cursor is the sort key (time at microsecond precision, id) of the last
+// record of a page, opaque to callers and safe in a URL. Listings by queue
+// time write "micros:id"; the job orders by start and end time put "s:" and
+// "e:" in front, so a cursor is refused by a listing of another order.
+func makeCursor(queued time.Time, id string) string { return makeOrderCursor("", queued, id) }
+
+func makeOrderCursor(prefix string, t time.Time, id string) string {
+	body := strconv.FormatInt(ts(t).UnixMicro(), 10) + ":" + id
+	if prefix != "" {
+		body = prefix + ":" + body
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(body))
 }
 
-func parseCursor(c string) (time.Time, string, error) {
+func parseCursor(prefix, c string) (time.Time, string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err == nil {
-		n, id, ok := strings.Cut(string(b), ":")
-		if v, err := strconv.ParseInt(n, 10, 64); ok && err == nil {
+		body, ok := string(b), true
+		if prefix != "" {
+			body, ok = strings.CutPrefix(body, prefix+":")
+		}
+		n, id, ok2 := strings.Cut(body, ":")
+		if v, err := strconv.ParseInt(n, 10, 64); ok && ok2 && err == nil {
 			return time.UnixMicro(v).UTC(), id, nil
 		}
 	}

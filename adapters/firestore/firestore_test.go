@@ -140,13 +140,18 @@ func TestIndexes(t *testing.T) {
 		"jobs(src ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
 		"jobs(src ASCENDING, worker ASCENDING, time_queued DESCENDING, id DESCENDING)",
 		"jobs(src ASCENDING, worker ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
+		"jobs(state ASCENDING, time_ended DESCENDING, id DESCENDING)",
+		"jobs(state ASCENDING, time_queued ASCENDING)",
 		"jobs(state ASCENDING, time_queued ASCENDING, id ASCENDING)",
 		"jobs(state ASCENDING, time_queued DESCENDING, id DESCENDING)",
 		"jobs(state ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
+		"jobs(state ASCENDING, time_started DESCENDING, id DESCENDING)",
 		"jobs(state ASCENDING, worker ASCENDING, time_queued DESCENDING, id DESCENDING)",
 		"jobs(state ASCENDING, worker ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
+		"jobs(time_ended DESCENDING, id DESCENDING)",
 		"jobs(time_queued DESCENDING, id DESCENDING)",
 		"jobs(time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
+		"jobs(time_started DESCENDING, id DESCENDING)",
 		"jobs(worker ASCENDING, time_queued DESCENDING, id DESCENDING)",
 		"jobs(worker ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
 		"patchsets(change ASCENDING, ended ASCENDING, owner ASCENDING, time_queued DESCENDING, id DESCENDING)",
@@ -159,6 +164,7 @@ func TestIndexes(t *testing.T) {
 		"patchsets(time_queued DESCENDING, id DESCENDING)",
 		"postsubmits(branch ASCENDING, time_queued DESCENDING, id DESCENDING)",
 		"postsubmits(time_queued DESCENDING, id DESCENDING)",
+		"samples(name ASCENDING, t DESCENDING)",
 	}
 	var got []string
 	for _, x := range Indexes() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 
 	fs "cloud.google.com/go/firestore"
@@ -49,6 +50,7 @@ func jobFields(j *model.Job) (map[string]any, error) {
 		fWorker:      j.Worker,
 		fTimeQueued:  ts(j.TimeQueued),
 		fTimeStarted: tsOrNil(j.TimeStarted),
+		fTimeEnded:   tsOrNil(j.TimeEnded),
 		fData:        data,
 	}, nil
 }
@@ -251,8 +253,8 @@ func (s *Store) UpdatePatchset(ctx context.Context, id string, u model.PatchsetU
 }
 
 // list runs a listing spec made by page and returns the page and the
-// cursor of the next one.
-func list[T any](ctx context.Context, s *Store, sp spec, key func(*T) (time.Time, string)) ([]*T, string, error) {
+// cursor of the next one, made by cursorOf from the page's last record.
+func list[T any](ctx context.Context, s *Store, sp spec, cursorOf func(*T) string) ([]*T, string, error) {
 	snaps, err := s.query(sp).Documents(ctx).GetAll()
 	if err != nil {
 		return nil, "", err
@@ -268,7 +270,7 @@ func list[T any](ctx context.Context, s *Store, sp spec, key func(*T) (time.Time
 	next := ""
 	if limit := sp.limit - 1; len(out) > limit {
 		out = out[:limit]
-		next = makeCursor(key(out[limit-1]))
+		next = cursorOf(out[limit-1])
 	}
 	return out, next, nil
 }
@@ -280,7 +282,7 @@ func (s *Store) ListPatchsets(ctx context.Context, q store.PatchsetQuery) ([]*mo
 	if err != nil {
 		return nil, "", wrap(op, err)
 	}
-	out, next, err := list(ctx, s, sp, func(p *model.Patchset) (time.Time, string) { return p.TimeQueued, p.ID })
+	out, next, err := list(ctx, s, sp, func(p *model.Patchset) string { return makeCursor(p.TimeQueued, p.ID) })
 	return out, next, wrap(op, err)
 }
 
@@ -305,7 +307,7 @@ func (s *Store) ListPostsubmits(ctx context.Context, branch string, limit int, c
 	if err != nil {
 		return nil, "", wrap(op, err)
 	}
-	out, next, err := list(ctx, s, sp, func(p *model.Postsubmit) (time.Time, string) { return p.TimeQueued, p.ID })
+	out, next, err := list(ctx, s, sp, func(p *model.Postsubmit) string { return makeCursor(p.TimeQueued, p.ID) })
 	return out, next, wrap(op, err)
 }
 
@@ -388,7 +390,11 @@ func (s *Store) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, s
 	if err != nil {
 		return nil, "", wrap(op, err)
 	}
-	out, next, err := list(ctx, s, sp, func(j *model.Job) (time.Time, string) { return j.TimeQueued, j.ID })
+	if q.OrderBy == "" {
+		q.OrderBy = store.OrderQueued
+	}
+	order := jobOrders[q.OrderBy]
+	out, next, err := list(ctx, s, sp, func(j *model.Job) string { return makeOrderCursor(order.prefix, order.time(j), j.ID) })
 	return out, next, wrap(op, err)
 }
 
@@ -432,6 +438,195 @@ func (s *Store) CountJobs(ctx context.Context, states ...model.State) (map[model
 		}
 	}
 	return out, nil
+}
+
+// CountJobsSince implements store.Store with one count aggregation per
+// state over the (state, time_queued) index, run concurrently.
+func (s *Store) CountJobsSince(ctx context.Context, since time.Time) (map[model.State]int, error) {
+	const op = "firestore.CountJobsSince"
+	states := model.AllStates
+	counts := make([]int64, len(states))
+	errc := make(chan error, len(states))
+	for i, st := range states {
+		go func() {
+			q := s.query(countSinceSpec(st, since))
+			res, err := q.NewAggregationQuery().WithCount("n").Get(ctx)
+			if err == nil {
+				n, ok := res.Data()["n"].(int64)
+				if !ok {
+					err = fmt.Errorf("count of %s: got %v", st, res.Data())
+				}
+				counts[i] = n
+			}
+			errc <- err
+		}()
+	}
+	var ferr error
+	for range states {
+		ferr = cmpErr(ferr, <-errc)
+	}
+	if ferr != nil {
+		return nil, wrap(op, ferr)
+	}
+	out := map[model.State]int{}
+	for i, st := range states {
+		if counts[i] > 0 {
+			out[st] = int(counts[i])
+		}
+	}
+	return out, nil
+}
+
+// AddJobs implements store.Store in one read round trip (the source's
+// record and the new jobs' documents, which must not exist) and one
+// commit: the job creates and the record's update under a precondition on
+// the update time read, so a concurrent change to the record (another
+// AddJobs, an End, a vote) sends it round again.
+func (s *Store) AddJobs(ctx context.Context, src string, jobs []*model.Job, lease time.Duration) (*model.Patchset, error) {
+	const op = "firestore.AddJobs"
+	psID, postID, err := model.ParseSrc(src)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	ids, now, err := store.CheckAddJobs(src, jobs)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	if len(jobs)+1 > maxWrites {
+		return nil, errs.E(errs.InvalidArgument, op, "%d jobs: one commit takes at most %d documents", len(jobs), maxWrites)
+	}
+	head := s.patchsetRef(psID)
+	if postID != "" {
+		head = s.postsubmitRef(postID)
+	}
+	refs := []*fs.DocumentRef{head}
+	for _, j := range jobs {
+		refs = append(refs, s.jobRef(j.ID))
+	}
+	var out *model.Patchset
+	err = s.retry(ctx, op, func() error {
+		snaps, err := s.getAll(ctx, refs)
+		if err != nil {
+			return err
+		}
+		for i, snap := range snaps[1:] {
+			if snap != nil && snap.Exists() {
+				return errs.E(errs.AlreadyExists, "", "job %s already exists", jobs[i].ID)
+			}
+		}
+		if snaps[0] == nil || !snaps[0].Exists() {
+			return errs.E(errs.NotFound, "", "%s has no record", src)
+		}
+		var fields map[string]any
+		var p *model.Patchset
+		if postID != "" {
+			post, err := decode[model.Postsubmit](snaps[0])
+			if err != nil {
+				return err
+			}
+			post.JobIDs = append(post.JobIDs, ids...)
+			if fields, err = postsubmitFields(post); err != nil {
+				return err
+			}
+		} else {
+			if p, err = decode[model.Patchset](snaps[0]); err != nil {
+				return err
+			}
+			if err := p.Apply(model.PatchsetUpdate{Kind: model.Reopen, Now: now, Lease: lease}); err != nil {
+				return err
+			}
+			p.JobIDs = append(p.JobIDs, ids...)
+			if fields, err = patchsetFields(p); err != nil {
+				return err
+			}
+		}
+		b := s.batch()
+		b.Update(head, updates(fields), fs.LastUpdateTime(snaps[0].UpdateTime))
+		for _, j := range jobs {
+			f, err := jobFields(j)
+			if err != nil {
+				return err
+			}
+			b.Create(s.jobRef(j.ID), f)
+		}
+		if _, err := b.Commit(ctx); err != nil {
+			return commitErr(err)
+		}
+		out = p
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PutSamples implements store.Store: one commit of a Set per series.
+func (s *Store) PutSamples(ctx context.Context, t time.Time, values map[string]float64) error {
+	const op = "firestore.PutSamples"
+	if len(values) == 0 {
+		return nil
+	}
+	b := s.batch()
+	for name, v := range values {
+		if name == "" {
+			return errs.E(errs.InvalidArgument, op, "sample without a series name")
+		}
+		id := docID(name + "@" + strconv.FormatInt(ts(t).UnixNano(), 10))
+		b.Set(s.col(cSamples).Doc(id), map[string]any{fName: name, fT: ts(t), fValue: v})
+	}
+	_, err := b.Commit(ctx)
+	return wrap(op, err)
+}
+
+// ListSamples implements store.Store.
+func (s *Store) ListSamples(ctx context.Context, name string, since time.Time) ([]model.Sample, error) {
+	const op = "firestore.ListSamples"
+	var out []model.Sample
+	err := drain(s.query(samplesSpec(name, since)).Documents(ctx), func(snap *fs.DocumentSnapshot) error {
+		d := snap.Data()
+		t, ok1 := d[fT].(time.Time)
+		v, ok2 := number(d[fValue])
+		if !ok1 || !ok2 {
+			return fmt.Errorf("corrupt sample %s", snap.Ref.Path)
+		}
+		out = append(out, model.Sample{Time: t.UTC(), Value: v})
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	slices.Reverse(out)
+	return out, nil
+}
+
+// number reads a numeric field: Firestore returns whole doubles as int64
+// when they were written as integers.
+func number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case int64:
+		return float64(n), true
+	}
+	return 0, false
+}
+
+// DeleteSamples implements store.Store: one query, one commit.
+func (s *Store) DeleteSamples(ctx context.Context, before time.Time, limit int) (int, error) {
+	const op = "firestore.DeleteSamples"
+	snaps, err := s.query(oldSamplesSpec(before, store.Limit(limit))).Documents(ctx).GetAll()
+	if err != nil || len(snaps) == 0 {
+		return 0, wrap(op, err)
+	}
+	b := s.batch()
+	for _, snap := range snaps {
+		b.Delete(snap.Ref)
+	}
+	if _, err := b.Commit(ctx); err != nil {
+		return 0, wrap(op, err)
+	}
+	return len(snaps), nil
 }
 
 func uniqStates(v []model.State) []model.State {

@@ -22,6 +22,7 @@ const (
 	cChunks      = "chunks" // under logs/{h}-{job id}
 	cLeases      = "leases"
 	cMeta        = "meta"
+	cSamples     = "samples"
 )
 
 // Field names.
@@ -45,6 +46,9 @@ const (
 	fHolder      = "holder"
 	fExpires     = "expires"
 	fValue       = "value"
+	fTimeEnded   = "time_ended"
+	fName        = "name"
+	fT           = "t"
 )
 
 // claimBatch is how many of the oldest queued jobs one ClaimJob query
@@ -108,6 +112,7 @@ func FieldOverrides() []FieldOverride {
 		{Collection: cPostsubmits, Field: fData, NoIndex: true},
 		{Collection: cWorkers, Field: fData, NoIndex: true},
 		{Collection: cMeta, Field: fValue, NoIndex: true},
+		{Collection: cSamples, Field: fValue, NoIndex: true},
 	}
 }
 
@@ -226,10 +231,16 @@ var newestFirst = []IndexField{{fTimeQueued, Descending}, {fID, Descending}}
 // page applies a listing's cursor and page size (one more than the page,
 // so the last page is known to be the last).
 func page(sp spec, limit int, cursor string) (spec, error) {
-	sp.order = newestFirst
+	return pageBy(sp, fTimeQueued, "", limit, cursor)
+}
+
+// pageBy is page for a newest-first listing by the time field, whose
+// cursors carry prefix.
+func pageBy(sp spec, field, prefix string, limit int, cursor string) (spec, error) {
+	sp.order = []IndexField{{field, Descending}, {fID, Descending}}
 	sp.limit = store.Limit(limit) + 1
 	if cursor != "" {
-		t, id, err := parseCursor(cursor)
+		t, id, err := parseCursor(prefix, cursor)
 		if err != nil {
 			return sp, err
 		}
@@ -237,6 +248,20 @@ func page(sp spec, limit int, cursor string) (spec, error) {
 	}
 	return sp, nil
 }
+
+// jobOrders are the field and cursor prefix of each job order.
+var jobOrders = map[store.JobOrder]struct {
+	field, prefix string
+	time          func(*model.Job) time.Time
+}{
+	store.OrderQueued:  {fTimeQueued, "", func(j *model.Job) time.Time { return j.TimeQueued }},
+	store.OrderStarted: {fTimeStarted, "s", func(j *model.Job) time.Time { return j.TimeStarted }},
+	store.OrderEnded:   {fTimeEnded, "e", func(j *model.Job) time.Time { return j.TimeEnded }},
+}
+
+// epoch is earlier than any job's start or end: "field > epoch" keeps the
+// jobs whose time is set (not null), as an order on the field needs.
+var epoch = time.Unix(0, 0).UTC()
 
 // claimSpec is the head of the queue.
 func claimSpec() spec {
@@ -250,6 +275,12 @@ func claimSpec() spec {
 
 func jobsSpec(q store.JobQuery) (spec, error) {
 	sp := spec{coll: cJobs}
+	if err := q.Check(); err != nil {
+		return sp, err
+	}
+	if q.OrderBy == "" {
+		q.OrderBy = store.OrderQueued
+	}
 	var states []string
 	for _, st := range q.States {
 		if !slices.Contains(states, string(st)) {
@@ -274,11 +305,34 @@ func jobsSpec(q store.JobQuery) (spec, error) {
 		// time_started is null until a job starts: the filter skips those.
 		sp.where = append(sp.where, cond{fTimeStarted, "<", ts(q.StartedBefore)})
 	}
-	return page(sp, q.Limit, q.Cursor)
+	order := jobOrders[q.OrderBy]
+	if q.OrderBy != store.OrderQueued {
+		sp.where = append(sp.where, cond{order.field, ">", epoch})
+	}
+	return pageBy(sp, order.field, order.prefix, q.Limit, q.Cursor)
 }
 
 func countSpec(st model.State) spec {
 	return spec{coll: cJobs, where: []cond{{fState, "==", string(st)}}}
+}
+
+func countSinceSpec(st model.State, since time.Time) spec {
+	return spec{coll: cJobs, where: []cond{{fState, "==", string(st)}, {fTimeQueued, ">=", ts(since)}}}
+}
+
+// samplesSpec is the newest MaxSamples points of a series since a time.
+func samplesSpec(name string, since time.Time) spec {
+	return spec{
+		coll:  cSamples,
+		where: []cond{{fName, "==", name}, {fT, ">=", ts(since)}},
+		order: []IndexField{{fT, Descending}},
+		limit: store.MaxSamples,
+	}
+}
+
+// oldSamplesSpec lists points older than before, for deletion.
+func oldSamplesSpec(before time.Time, limit int) spec {
+	return spec{coll: cSamples, where: []cond{{fT, "<", ts(before)}}, limit: limit, sel: []string{}}
 }
 
 func patchsetsSpec(q store.PatchsetQuery) (spec, error) {
@@ -289,8 +343,14 @@ func patchsetsSpec(q store.PatchsetQuery) (spec, error) {
 	if q.Owner != "" {
 		sp.where = append(sp.where, cond{fOwner, "==", q.Owner})
 	}
+	if err := q.Check(); err != nil {
+		return sp, err
+	}
 	if q.Pending {
 		sp.where = append(sp.where, cond{fEnded, "==", false})
+	}
+	if q.Ended {
+		sp.where = append(sp.where, cond{fEnded, "==", true})
 	}
 	return page(sp, q.Limit, q.Cursor)
 }
@@ -349,7 +409,14 @@ func allSpecs() []spec {
 	out := []spec{claimSpec(), latestPostsubmitSpec("b"), workersSpec(time.Time{}), workersSpec(t),
 		expiredLogsSpec(t, 1), chunksSpec(nil, 1), allChunksSpec(nil, 1)}
 	for _, st := range model.AllStates {
-		out = append(out, countSpec(st))
+		out = append(out, countSpec(st), countSinceSpec(st, t))
+	}
+	out = append(out, samplesSpec("s", t), oldSamplesSpec(t, 1))
+	for _, o := range []store.JobOrder{store.OrderStarted, store.OrderEnded} {
+		for _, states := range [][]model.State{nil, {model.Failed}, {model.Failed, model.Completed}} {
+			sp, _ := jobsSpec(store.JobQuery{OrderBy: o, States: states})
+			out = append(out, sp)
+		}
 	}
 	for m := range 1 << 5 {
 		q := store.JobQuery{}
@@ -372,6 +439,7 @@ func allSpecs() []spec {
 		out = append(out, sp)
 	}
 	for m := range 1 << 3 {
+		// Ended filters the same field as Pending: one shape serves both.
 		q := store.PatchsetQuery{Change: m & 1, Pending: m&4 != 0}
 		if m&2 != 0 {
 			q.Owner = "o"

@@ -1,5 +1,12 @@
 package sqlite
 
+import (
+	"context"
+	"database/sql"
+
+	"github.com/tollgate-ci/tollgate/core/model"
+)
+
 // migrations is the schema history, applied in order, each in the
 // transaction that records it in schema_version. Append only: a released
 // migration is never edited, so every database file reaches the same schema.
@@ -82,5 +89,67 @@ CREATE TABLE meta (
 	key   TEXT PRIMARY KEY,
 	value TEXT NOT NULL
 );
+`, // 2: job listings by start and end time, counts over a time window,
+	// and the stats samples. time_ended is filled from the records by
+	// fillTimeEnded, in the same transaction.
+	`
+ALTER TABLE jobs ADD COLUMN time_ended INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_started ON jobs (time_started, id) WHERE time_started > 0;
+CREATE INDEX jobs_state_started ON jobs (state, time_started, id) WHERE time_started > 0;
+CREATE INDEX jobs_ended ON jobs (time_ended, id) WHERE time_ended > 0;
+CREATE INDEX jobs_state_ended ON jobs (state, time_ended, id) WHERE time_ended > 0;
+-- CountJobsSince reads only this index: the state is in it.
+CREATE INDEX jobs_queued_state ON jobs (time_queued, state);
+
+CREATE TABLE samples (
+	name  TEXT NOT NULL,
+	t     INTEGER NOT NULL,
+	value REAL NOT NULL,
+	PRIMARY KEY (name, t)
+) WITHOUT ROWID;
+CREATE INDEX samples_t ON samples (t);
 `,
+}
+
+// backfills run after the migration of the same index (0-based), in its
+// transaction, for what SQL alone cannot compute exactly.
+var backfills = map[int]func(context.Context, *sql.Tx) error{
+	1: fillTimeEnded,
+}
+
+// fillTimeEnded copies each ended job's end time from its record into the
+// time_ended column, in the nanoseconds the column holds everywhere else.
+func fillTimeEnded(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT data FROM jobs WHERE state NOT IN (?, ?)`, string(model.Queued), string(model.Started))
+	if err != nil {
+		return err
+	}
+	type end struct {
+		id string
+		t  int64
+	}
+	var ends []end
+	for rows.Next() {
+		var data string
+		if err := rows.Scan(&data); err != nil {
+			rows.Close()
+			return err
+		}
+		j, err := decode[model.Job](data)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		ends = append(ends, end{j.ID, nanos(j.TimeEnded)})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, e := range ends {
+		if _, err := tx.ExecContext(ctx, `UPDATE jobs SET time_ended = ? WHERE id = ?`, e.t, e.id); err != nil {
+			return err
+		}
+	}
+	return nil
 }

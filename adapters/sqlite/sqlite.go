@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -124,6 +125,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		for i := v; i < len(migrations); i++ {
 			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
 				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
+			if fill := backfills[i]; fill != nil {
+				if err := fill(ctx, tx); err != nil {
+					return fmt.Errorf("migration %d: %w", i+1, err)
+				}
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied) VALUES (?, ?)`,
 				i+1, time.Now().UnixNano()); err != nil {
@@ -250,17 +256,29 @@ func decode[T any](data string) (*T, error) {
 	return v, nil
 }
 
-// A cursor is the sort key (time queued, id) of the last row of a page,
-// encoded so that callers treat it as opaque and can put it in a URL.
-func makeCursor(queued time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(nanos(queued), 10) + ":" + id))
+// A cursor is the sort key (time, id) of the last row of a page, encoded so
+// that callers treat it as opaque and can put it in a URL. Listings by queue
+// time write "nanos:id"; the job orders by start and end time put "s:" and
+// "e:" in front, so a cursor is refused by a listing of another order.
+func makeCursor(t time.Time, id string) string { return makeOrderCursor("", t, id) }
+
+func makeOrderCursor(prefix string, t time.Time, id string) string {
+	body := strconv.FormatInt(nanos(t), 10) + ":" + id
+	if prefix != "" {
+		body = prefix + ":" + body
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(body))
 }
 
-func parseCursor(c string) (int64, string, error) {
+func parseCursor(prefix, c string) (int64, string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err == nil {
-		n, id, ok := strings.Cut(string(b), ":")
-		if v, err := strconv.ParseInt(n, 10, 64); ok && err == nil {
+		body, ok := string(b), true
+		if prefix != "" {
+			body, ok = strings.CutPrefix(body, prefix+":")
+		}
+		n, id, ok2 := strings.Cut(body, ":")
+		if v, err := strconv.ParseInt(n, 10, 64); ok && ok2 && err == nil {
 			return v, id, nil
 		}
 	}
@@ -278,16 +296,20 @@ func (f *filter) add(cond string, args ...any) {
 	f.args = append(f.args, args...)
 }
 
-// cursor restricts a newest-first listing to rows after the cursor's row.
-func (f *filter) cursor(c string) error {
+// cursor restricts a newest-first listing by time_queued to rows after the
+// cursor's row.
+func (f *filter) cursor(c string) error { return f.cursorOn("time_queued", "", c) }
+
+// cursorOn is cursor for a listing by column col, whose cursors carry prefix.
+func (f *filter) cursorOn(col, prefix, c string) error {
 	if c == "" {
 		return nil
 	}
-	n, id, err := parseCursor(c)
+	n, id, err := parseCursor(prefix, c)
 	if err != nil {
 		return err
 	}
-	f.add("(time_queued, id) < (?, ?)", n, id)
+	f.add("("+col+", id) < (?, ?)", n, id)
 	return nil
 }
 
@@ -311,10 +333,11 @@ func anys[T any](v []T) []any {
 }
 
 // page runs a newest-first listing query (which must select data, end in
-// ORDER BY time_queued DESC, id DESC, and leave LIMIT to page) and returns up to
-// limit records and the cursor of the next page. It asks for one row more
-// than it returns, so the last page has no cursor.
-func page[T any](ctx context.Context, tx *sql.Tx, query string, args []any, limit int, key func(*T) (time.Time, string)) ([]*T, string, error) {
+// ORDER BY {time column} DESC, id DESC, and leave LIMIT to page) and returns
+// up to limit records and the cursor of the next page, made by cursorOf from
+// the last record. It asks for one row more than it returns, so the last page
+// has no cursor.
+func page[T any](ctx context.Context, tx *sql.Tx, query string, args []any, limit int, cursorOf func(*T) string) ([]*T, string, error) {
 	limit = store.Limit(limit)
 	rows, err := tx.QueryContext(ctx, query+" LIMIT ?", append(args, limit+1)...)
 	if err != nil {
@@ -339,7 +362,7 @@ func page[T any](ctx context.Context, tx *sql.Tx, query string, args []any, limi
 	next := ""
 	if len(out) > limit {
 		out = out[:limit]
-		next = makeCursor(key(out[limit-1]))
+		next = cursorOf(out[limit-1])
 	}
 	return out, next, nil
 }
@@ -430,8 +453,8 @@ func insertJobs(ctx context.Context, tx *sql.Tx, jobs []*model.Job) error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO jobs (id, src, state, worker, time_queued, time_started, data)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO jobs (id, src, state, worker, time_queued, time_started, time_ended, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return err
 	}
@@ -441,7 +464,7 @@ func insertJobs(ctx context.Context, tx *sql.Tx, jobs []*model.Job) error {
 		if err != nil {
 			return err
 		}
-		_, err = stmt.ExecContext(ctx, j.ID, j.Src, string(j.State), j.Worker, nanos(j.TimeQueued), nanos(j.TimeStarted), data)
+		_, err = stmt.ExecContext(ctx, j.ID, j.Src, string(j.State), j.Worker, nanos(j.TimeQueued), nanos(j.TimeStarted), nanos(j.TimeEnded), data)
 		if isDuplicate(err) {
 			return errs.E(errs.AlreadyExists, "", "job %s already exists", j.ID)
 		}
@@ -458,8 +481,8 @@ func putJob(ctx context.Context, tx *sql.Tx, j *model.Job, was model.State) erro
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, worker = ?, time_started = ?, data = ?
-		WHERE id = ? AND state = ?`, string(j.State), j.Worker, nanos(j.TimeStarted), data, j.ID, string(was))
+	res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, worker = ?, time_started = ?, time_ended = ?, data = ?
+		WHERE id = ? AND state = ?`, string(j.State), j.Worker, nanos(j.TimeStarted), nanos(j.TimeEnded), data, j.ID, string(was))
 	if err != nil {
 		return err
 	}
@@ -580,8 +603,14 @@ func (s *Store) ListPatchsets(ctx context.Context, q store.PatchsetQuery) ([]*mo
 	if q.Owner != "" {
 		f.add("owner = ?", q.Owner)
 	}
+	if err := q.Check(); err != nil {
+		return nil, "", wrap(op, err)
+	}
 	if q.Pending {
 		f.add("time_ended = 0") // literal, so the partial index applies
+	}
+	if q.Ended {
+		f.add("time_ended > 0")
 	}
 	if err := f.cursor(q.Cursor); err != nil {
 		return nil, "", wrap(op, err)
@@ -592,7 +621,7 @@ func (s *Store) ListPatchsets(ctx context.Context, q store.PatchsetQuery) ([]*mo
 	)
 	err := s.read(ctx, op, func(tx *sql.Tx) (err error) {
 		out, next, err = page(ctx, tx, `SELECT data FROM patchsets`+f.where()+` ORDER BY time_queued DESC, id DESC`,
-			f.args, q.Limit, func(p *model.Patchset) (time.Time, string) { return p.TimeQueued, p.ID })
+			f.args, q.Limit, func(p *model.Patchset) string { return makeCursor(p.TimeQueued, p.ID) })
 		return err
 	})
 	return out, next, err
@@ -659,7 +688,7 @@ func (s *Store) ListPostsubmits(ctx context.Context, branch string, limit int, c
 	)
 	err := s.read(ctx, op, func(tx *sql.Tx) (err error) {
 		out, next, err = page(ctx, tx, `SELECT data FROM postsubmits`+f.where()+` ORDER BY time_queued DESC, id DESC`,
-			f.args, limit, func(p *model.Postsubmit) (time.Time, string) { return p.TimeQueued, p.ID })
+			f.args, limit, func(p *model.Postsubmit) string { return makeCursor(p.TimeQueued, p.ID) })
 		return err
 	})
 	return out, next, err
@@ -740,9 +769,26 @@ func (s *Store) ClaimJob(ctx context.Context, workerID string, now time.Time) (*
 	return out, err
 }
 
+// jobOrders are the sort column and cursor prefix of each job order.
+var jobOrders = map[store.JobOrder]struct {
+	col, prefix string
+	time        func(*model.Job) time.Time
+}{
+	store.OrderQueued:  {"time_queued", "", func(j *model.Job) time.Time { return j.TimeQueued }},
+	store.OrderStarted: {"time_started", "s", func(j *model.Job) time.Time { return j.TimeStarted }},
+	store.OrderEnded:   {"time_ended", "e", func(j *model.Job) time.Time { return j.TimeEnded }},
+}
+
 // ListJobs implements store.Store.
 func (s *Store) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, string, error) {
 	const op = "sqlite.ListJobs"
+	if err := q.Check(); err != nil {
+		return nil, "", wrap(op, err)
+	}
+	if q.OrderBy == "" {
+		q.OrderBy = store.OrderQueued
+	}
+	order := jobOrders[q.OrderBy]
 	var f filter
 	if len(q.States) > 0 {
 		states := make([]any, len(q.States))
@@ -760,7 +806,10 @@ func (s *Store) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, s
 	if !q.StartedBefore.IsZero() {
 		f.add("time_started > 0 AND time_started < ?", nanos(q.StartedBefore))
 	}
-	if err := f.cursor(q.Cursor); err != nil {
+	if q.OrderBy != store.OrderQueued {
+		f.add(order.col + " > 0") // literal, so the partial indexes apply
+	}
+	if err := f.cursorOn(order.col, order.prefix, q.Cursor); err != nil {
 		return nil, "", wrap(op, err)
 	}
 	var (
@@ -768,11 +817,93 @@ func (s *Store) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, s
 		next string
 	)
 	err := s.read(ctx, op, func(tx *sql.Tx) (err error) {
-		out, next, err = page(ctx, tx, `SELECT data FROM jobs`+f.where()+` ORDER BY time_queued DESC, id DESC`,
-			f.args, q.Limit, func(j *model.Job) (time.Time, string) { return j.TimeQueued, j.ID })
+		out, next, err = page(ctx, tx, `SELECT data FROM jobs`+f.where()+` ORDER BY `+order.col+` DESC, id DESC`,
+			f.args, q.Limit, func(j *model.Job) string { return makeOrderCursor(order.prefix, order.time(j), j.ID) })
 		return err
 	})
 	return out, next, err
+}
+
+// CountJobsSince implements store.Store from the (time_queued, state) index.
+func (s *Store) CountJobsSince(ctx context.Context, since time.Time) (map[model.State]int, error) {
+	out := map[model.State]int{}
+	err := s.read(ctx, "sqlite.CountJobsSince", func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT state, count(*) FROM jobs INDEXED BY jobs_queued_state
+			WHERE time_queued >= ? GROUP BY state`, nanos(since))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				st string
+				n  int
+			)
+			if err := rows.Scan(&st, &n); err != nil {
+				return err
+			}
+			out[model.State(st)] = n
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AddJobs implements store.Store: the jobs, the source's new JobIDs and, for
+// a patchset, its reopening, in one transaction.
+func (s *Store) AddJobs(ctx context.Context, src string, jobs []*model.Job, lease time.Duration) (*model.Patchset, error) {
+	const op = "sqlite.AddJobs"
+	psID, postID, err := model.ParseSrc(src)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	ids, now, err := store.CheckAddJobs(src, jobs)
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	var out *model.Patchset
+	err = s.write(ctx, op, func(tx *sql.Tx) error {
+		if postID != "" {
+			p, err := getOne[model.Postsubmit](ctx, tx, "postsubmits", "postsubmit", postID)
+			if err != nil {
+				return err
+			}
+			p.JobIDs = append(p.JobIDs, ids...)
+			data, err := encode(p)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE postsubmits SET data = ? WHERE id = ?`, data, postID); err != nil {
+				return err
+			}
+			return insertJobs(ctx, tx, jobs)
+		}
+		p, err := getOne[model.Patchset](ctx, tx, "patchsets", "patchset", psID)
+		if err != nil {
+			return err
+		}
+		if err := p.Apply(model.PatchsetUpdate{Kind: model.Reopen, Now: now, Lease: lease}); err != nil {
+			return err
+		}
+		p.JobIDs = append(p.JobIDs, ids...)
+		data, err := encode(p)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE patchsets SET time_ended = ?, data = ? WHERE id = ?`,
+			nanos(p.TimeEnded), data, psID); err != nil {
+			return err
+		}
+		out = p
+		return insertJobs(ctx, tx, jobs)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // CountJobs implements store.Store. With no states it counts every state
@@ -1094,6 +1225,66 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, now time.
 		return err
 	})
 	return ok, err
+}
+
+// PutSamples implements store.Store.
+func (s *Store) PutSamples(ctx context.Context, t time.Time, values map[string]float64) error {
+	const op = "sqlite.PutSamples"
+	for name := range values {
+		if name == "" {
+			return errs.E(errs.InvalidArgument, op, "sample without a series name")
+		}
+	}
+	return s.write(ctx, op, func(tx *sql.Tx) error {
+		for name, v := range values {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO samples (name, t, value) VALUES (?, ?, ?)
+				ON CONFLICT (name, t) DO UPDATE SET value = excluded.value`, name, nanos(t), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ListSamples implements store.Store.
+func (s *Store) ListSamples(ctx context.Context, name string, since time.Time) ([]model.Sample, error) {
+	var out []model.Sample
+	err := s.read(ctx, "sqlite.ListSamples", func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT t, value FROM samples WHERE name = ? AND t >= ? ORDER BY t DESC LIMIT ?`,
+			name, nanos(since), store.MaxSamples)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				t int64
+				v float64
+			)
+			if err := rows.Scan(&t, &v); err != nil {
+				return err
+			}
+			out = append(out, model.Sample{Time: time.Unix(0, t).UTC(), Value: v})
+		}
+		return rows.Err()
+	})
+	slices.Reverse(out)
+	return out, err
+}
+
+// DeleteSamples implements store.Store.
+func (s *Store) DeleteSamples(ctx context.Context, before time.Time, limit int) (int, error) {
+	var n int64
+	err := s.write(ctx, "sqlite.DeleteSamples", func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM samples WHERE (name, t) IN (SELECT name, t FROM samples WHERE t < ? LIMIT ?)`,
+			nanos(before), store.Limit(limit))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return int(n), err
 }
 
 // GetMeta implements store.Store.

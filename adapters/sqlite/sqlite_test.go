@@ -254,3 +254,42 @@ func TestContextWhileWaiting(t *testing.T) {
 	}
 	<-s.writer
 }
+
+// A database written at schema 1 (before jobs had time_ended) opens with
+// the ended jobs listed by their end time, as if written today.
+func TestMigrateTimeEnded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	all := migrations
+	migrations = all[:1]
+	s, err := Open(path)
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, jobs := newPatchset(1, 3)
+	// Schema 1 has no time_ended column: write the rows as that binary did.
+	code := 0
+	for i, j := range jobs {
+		if i < 2 {
+			j.Apply(model.Transition{Kind: model.Start, Worker: "w", Now: base.Add(time.Minute)})
+			j.Apply(model.Transition{Kind: model.Finish, Worker: "w", State: model.Completed, ExitCode: &code, Now: base.Add(time.Duration(10-i) * time.Minute)})
+		}
+		data, _ := encode(j)
+		if _, err := s.db.ExecContext(t.Context(), `INSERT INTO jobs (id, src, state, worker, time_queued, time_started, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, j.ID, j.Src, string(j.State), j.Worker, nanos(j.TimeQueued), nanos(j.TimeStarted), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, _, err := s.ListJobs(t.Context(), store.JobQuery{OrderBy: store.OrderEnded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != jobs[0].ID || got[1].ID != jobs[1].ID {
+		t.Fatalf("ended jobs after the migration: %v, want %s then %s", got, jobs[0].ID, jobs[1].ID)
+	}
+}

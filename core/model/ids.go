@@ -101,3 +101,20 @@ func PostsubmitID(branch string, committed time.Time) string {
 
 // PostsubmitSrc returns the job source of a postsubmit run.
 func PostsubmitSrc(id string) string { return "branches/" + id }
+
+// ParseSrc names the record of a job source: the patchset id of
+// "cls/{cl}-{ps}", or the postsubmit id of "branches/{id}" (one of the two
+// is ""). Anything else is InvalidArgument.
+func ParseSrc(src string) (patchset, postsubmit string, err error) {
+	const op = "model.ParseSrc"
+	if id, ok := strings.CutPrefix(src, "cls/"); ok {
+		if _, _, err := ParsePatchsetID(id); err != nil {
+			return "", "", errs.E(errs.InvalidArgument, op, "job source %q names no patchset", src)
+		}
+		return id, "", nil
+	}
+	if id, ok := strings.CutPrefix(src, "branches/"); ok && id != "" && len(id) <= 300 && !strings.Contains(id, "..") {
+		return "", id, nil
+	}
+	return "", "", errs.E(errs.InvalidArgument, op, "job source %q is neither cls/{cl}-{ps} nor branches/{id}", src)
+}

@@ -5,6 +5,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -90,6 +91,10 @@ type Job struct {
 	History     []Attempt         `json:"history,omitempty"`
 	// MetricsDone is set once the job's queue and run times were written.
 	MetricsDone bool `json:"metrics_done,omitempty"`
+	// RetryOf is the job this one re-runs (a retry or a recheck), and
+	// RequestedBy who asked for it; both empty for jobs the controller queued.
+	RetryOf     string `json:"retry_of,omitempty"`
+	RequestedBy string `json:"requested_by,omitempty"`
 }
 
 // NewJob returns a QUEUED job of type typ for src, created at now.
@@ -204,6 +209,28 @@ func (j *Job) Apply(t Transition) error {
 		return nil
 	}
 	return errs.E(errs.InvalidArgument, op, "unknown transition %d", t.Kind)
+}
+
+// Rerun returns a new QUEUED job of the same definition as j (source,
+// type, env, skip_voting), created at now, for a retry or a recheck.
+func (j *Job) Rerun(now time.Time, by string) *Job {
+	r := NewJob(now, j.Src, j.Type, maps.Clone(j.Env), j.SkipVoting)
+	r.RetryOf, r.RequestedBy = j.ID, by
+	return r
+}
+
+// Latest returns, for each job type among jobs, the job that counts: the
+// newest by TimeQueued, then id. Retries and rechecks add jobs of a type
+// again, and only the latest run of each type decides a review.
+func Latest(jobs []*Job) map[string]*Job {
+	out := make(map[string]*Job, len(jobs))
+	for _, j := range jobs {
+		cur, ok := out[j.Type]
+		if !ok || j.TimeQueued.After(cur.TimeQueued) || (j.TimeQueued.Equal(cur.TimeQueued) && j.ID > cur.ID) {
+			out[j.Type] = j
+		}
+	}
+	return out
 }
 
 // Change returns the change and patchset numbers of a job whose Src is a

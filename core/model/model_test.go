@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +135,14 @@ func TestReleaseRequeuesOnceThenIsFinal(t *testing.T) {
 func TestPatchsetVoteClaim(t *testing.T) {
 	p := &Patchset{ID: "1-1"}
 	lease := time.Minute
+	for _, k := range []PatchsetUpdateKind{ClaimVote, MarkVoted} {
+		if err := p.Apply(PatchsetUpdate{Kind: k, Now: t0, Lease: lease}); !errs.Is(err, errs.FailedPrecondition) {
+			t.Fatalf("%d before the patchset ended: %v", k, err)
+		}
+	}
+	if err := p.Apply(PatchsetUpdate{Kind: End, Now: t0}); err != nil {
+		t.Fatal(err)
+	}
 	if err := p.Apply(PatchsetUpdate{Kind: ClaimVote, Now: t0, Lease: lease}); err != nil || p.VoteAttempt != 1 {
 		t.Fatal(err)
 	}
@@ -149,6 +158,75 @@ func TestPatchsetVoteClaim(t *testing.T) {
 	for _, k := range []PatchsetUpdateKind{ClaimVote, MarkVoted} {
 		if err := p.Apply(PatchsetUpdate{Kind: k, Now: t0.Add(time.Hour), Lease: lease}); !errs.Is(err, errs.FailedPrecondition) {
 			t.Errorf("%d after voting: %v", k, err)
+		}
+	}
+}
+
+func TestPatchsetReopen(t *testing.T) {
+	lease := time.Minute
+	p := &Patchset{ID: "1-1", Round: 1, TimeQueued: t0, WantsVote: true, JobIDs: []string{"a"}}
+	steps := []struct {
+		u       PatchsetUpdate
+		wantErr bool
+	}{
+		// A pending patchset that has not voted gains jobs in the same round.
+		{PatchsetUpdate{Kind: Reopen, Now: t0.Add(time.Minute), Lease: lease}, false},
+		{PatchsetUpdate{Kind: End, Now: t0.Add(2 * time.Minute)}, false},
+		{PatchsetUpdate{Kind: ClaimVote, Now: t0.Add(3 * time.Minute), Lease: lease}, false},
+		// A live claim: the review is being posted.
+		{PatchsetUpdate{Kind: Reopen, Now: t0.Add(3*time.Minute + 30*time.Second), Lease: lease}, true},
+		{PatchsetUpdate{Kind: MarkVoted, Now: t0.Add(3 * time.Minute), Vote: -1, Message: "failed"}, false},
+		{PatchsetUpdate{Kind: MarkPatchsetMetrics, Now: t0.Add(3 * time.Minute)}, false},
+	}
+	for i, st := range steps {
+		err := p.Apply(st.u)
+		if st.wantErr != (err != nil) || (err != nil && !errs.Is(err, errs.FailedPrecondition)) {
+			t.Fatalf("step %d (%d): %v", i, st.u.Kind, err)
+		}
+	}
+	if p.Round != 1 || !p.RoundStarted.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after reopening a pending round: round %d started %v", p.Round, p.RoundStarted)
+	}
+	reopened := t0.Add(time.Hour)
+	if err := p.Apply(PatchsetUpdate{Kind: Reopen, Now: reopened, Lease: lease}); err != nil {
+		t.Fatal(err)
+	}
+	want := Patchset{ID: "1-1", Round: 2, RoundStarted: reopened, TimeQueued: t0, WantsVote: true, JobIDs: []string{"a"}}
+	if fmt.Sprintf("%+v", *p) != fmt.Sprintf("%+v", want) {
+		t.Fatalf("after reopening a voted round:\n got %+v\nwant %+v", *p, want)
+	}
+	if !p.Pending() || !p.RoundStart().Equal(reopened) || p.CurrentRound() != 2 {
+		t.Fatalf("reopened patchset: pending %v, round start %v", p.Pending(), p.RoundStart())
+	}
+	// A claim that outlived its lease does not block a reopen.
+	p.Apply(PatchsetUpdate{Kind: End, Now: reopened})
+	p.Apply(PatchsetUpdate{Kind: ClaimVote, Now: reopened, Lease: lease})
+	if err := p.Apply(PatchsetUpdate{Kind: Reopen, Now: reopened.Add(2 * lease), Lease: lease}); err != nil || p.Round != 2 {
+		t.Fatalf("reopen after a stale claim: %v, round %d", err, p.Round)
+	}
+	if (&Patchset{TimeQueued: t0}).RoundStart() != t0 || (&Patchset{}).CurrentRound() != 1 {
+		t.Fatal("records from before rounds read as round 1, started at TimeQueued")
+	}
+}
+
+func TestLatestAndRerun(t *testing.T) {
+	a := NewJob(t0, "cls/1-1", "build", map[string]string{"K": "v"}, true)
+	b := NewJob(t0, "cls/1-1", "test", nil, false)
+	r := a.Rerun(t0.Add(time.Minute), "alice@example.com")
+	if r.ID == a.ID || r.Type != "build" || r.Env["K"] != "v" || !r.SkipVoting || r.State != Queued || r.RetryOf != a.ID || r.RequestedBy != "alice@example.com" {
+		t.Fatalf("Rerun = %+v", r)
+	}
+	r.Env["K"] = "changed"
+	if a.Env["K"] != "v" {
+		t.Fatal("Rerun shares the env map")
+	}
+	// Same queue time: the larger id wins, so the choice never depends on order.
+	c := NewJob(t0, "cls/1-1", "test", nil, false)
+	c.ID = b.ID + "x"
+	for _, jobs := range [][]*Job{{a, b, r, c}, {c, r, b, a}} {
+		got := Latest(jobs)
+		if len(got) != 2 || got["build"] != r || got["test"] != c {
+			t.Fatalf("Latest = %v", got)
 		}
 	}
 }

@@ -25,6 +25,15 @@ type Patchset struct {
 	WantsVote bool     `json:"wants_vote"`
 	JobIDs    []string `json:"job_ids"`
 
+	// Round counts the patchset's review rounds: 1 at creation, one more
+	// each time jobs are added (a retry or a recheck) after a review was
+	// recorded. Gerrit gets one tagged message per round, which is how a
+	// retried vote recognises that this round's message is already posted.
+	Round int `json:"round,omitempty"`
+	// RoundStarted is when the current round began (zero: at TimeQueued);
+	// timeouts.cl and the completion time count from it.
+	RoundStarted time.Time `json:"round_started,omitzero"`
+
 	// Voting. VoteStarted is the lease of the comment_and_vote run that is
 	// posting; Voted is set once the review was posted (or found posted).
 	VoteStarted time.Time `json:"vote_started,omitzero"`
@@ -42,11 +51,23 @@ func (p *Patchset) Src() string { return "cls/" + p.ID }
 // Pending reports whether some job of the patchset may still run.
 func (p *Patchset) Pending() bool { return p.TimeEnded.IsZero() }
 
+// RoundStart is when the current review round began.
+func (p *Patchset) RoundStart() time.Time {
+	if p.RoundStarted.IsZero() {
+		return p.TimeQueued
+	}
+	return p.RoundStarted
+}
+
+// CurrentRound is Round, reading a record written before rounds existed as round 1.
+func (p *Patchset) CurrentRound() int { return max(p.Round, 1) }
+
 // PatchsetUpdate is one change to a patchset, applied atomically by the Store.
 type PatchsetUpdate struct {
 	Kind PatchsetUpdateKind
 	Now  time.Time
-	// ClaimVote: how long the claim holds before another run may take it over.
+	// ClaimVote and Reopen: how long a vote claim holds before another run
+	// may take it over.
 	Lease time.Duration
 	// MarkVoted: what was posted.
 	Vote    int
@@ -62,14 +83,26 @@ const (
 	// End sets TimeEnded; FailedPrecondition if it was set.
 	End
 	// ClaimVote takes the right to post the review: FailedPrecondition if
-	// already voted or another claim is younger than its lease. It counts
-	// attempts, so a run that sees VoteAttempt > 1 knows an earlier run may
-	// have posted and checks Gerrit first.
+	// already voted, not ended (the round's jobs still run: a reopen came
+	// between the caller's read and its claim), or another claim is younger
+	// than its lease. It counts attempts, so a run that sees VoteAttempt > 1
+	// knows an earlier run may have posted and checks Gerrit first.
 	ClaimVote
-	// MarkVoted records the posted review; FailedPrecondition if already voted.
+	// MarkVoted records the posted review; FailedPrecondition if already
+	// voted or not ended (reopened under a claim that outlived its lease).
 	MarkVoted
 	// MarkPatchsetMetrics sets MetricsDone; FailedPrecondition if already set.
 	MarkPatchsetMetrics
+	// Reopen makes the patchset pending again because jobs were added to it
+	// (a retry or a recheck): it clears the end, the vote and the metrics
+	// flag, so the patchset ends and votes again once the new jobs end, and
+	// starts the new round at Now. Round grows only when the previous round
+	// recorded a review, so the count of tagged messages on the revision
+	// keeps matching Round (a pending round just gains jobs).
+	// FailedPrecondition while a vote claim younger than Lease is live: the
+	// review of the previous round is being posted, and the caller should
+	// try again in a moment.
+	Reopen
 )
 
 // Apply changes p by u, or returns FailedPrecondition leaving p unchanged.
@@ -94,6 +127,9 @@ func (p *Patchset) Apply(u PatchsetUpdate) error {
 		if p.Voted {
 			return errs.E(errs.FailedPrecondition, op, "patchset %s already voted", p.ID)
 		}
+		if p.Pending() {
+			return errs.E(errs.FailedPrecondition, op, "patchset %s has jobs that have not ended", p.ID)
+		}
 		if !p.VoteStarted.IsZero() && now.Before(p.VoteStarted.Add(u.Lease)) {
 			return errs.E(errs.FailedPrecondition, op, "patchset %s is being voted on since %s", p.ID, p.VoteStarted.Format(time.RFC3339))
 		}
@@ -104,7 +140,22 @@ func (p *Patchset) Apply(u PatchsetUpdate) error {
 		if p.Voted {
 			return errs.E(errs.FailedPrecondition, op, "patchset %s already voted", p.ID)
 		}
+		if p.Pending() {
+			return errs.E(errs.FailedPrecondition, op, "patchset %s was reopened", p.ID)
+		}
 		p.Voted, p.Vote, p.Message = true, u.Vote, u.Message
+		return nil
+	case Reopen:
+		if !p.Voted && !p.VoteStarted.IsZero() && now.Before(p.VoteStarted.Add(u.Lease)) {
+			return errs.E(errs.FailedPrecondition, op, "patchset %s: its review is being posted; try again in a moment", p.ID)
+		}
+		round := p.CurrentRound()
+		if p.Voted {
+			round++
+		}
+		p.Round, p.RoundStarted, p.TimeEnded = round, now, time.Time{}
+		p.VoteStarted, p.VoteAttempt, p.Voted, p.Vote, p.Message = time.Time{}, 0, false, 0, ""
+		p.MetricsDone = false
 		return nil
 	case MarkPatchsetMetrics:
 		if p.MetricsDone {
@@ -155,6 +206,13 @@ type Worker struct {
 // Alive reports whether w was seen within deathTimeout of now.
 func (w *Worker) Alive(now time.Time, deathTimeout time.Duration) bool {
 	return now.Sub(w.LastSeen) <= deathTimeout
+}
+
+// Sample is one point of a time series the Store keeps for the stats page
+// (the queue length over time).
+type Sample struct {
+	Time  time.Time `json:"time"`
+	Value float64   `json:"value"`
 }
 
 // DeadTask is a deferred task that exhausted its attempts or could never succeed.

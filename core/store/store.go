@@ -18,6 +18,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 )
 
@@ -73,12 +74,32 @@ type Store interface {
 	// concurrent claimers gets each job. NotFound when no job is queued.
 	ClaimJob(ctx context.Context, workerID string, now time.Time) (*model.Job, error)
 
-	// ListJobs lists jobs filtered by q, newest queued first, with a cursor for
-	// the next page ("" when there is none).
+	// AddJobs writes jobs (new jobs of source src, as model.Job.Rerun makes
+	// them) and appends their ids to the JobIDs of src's record, in one
+	// atomic write. src is a patchset ("cls/{cl}-{ps}") or a postsubmit run
+	// ("branches/{id}"). A patchset is also reopened (model.Reopen at the
+	// newest TimeQueued among jobs, with lease as the vote claim's lease), so
+	// it ends and votes again once the new jobs end; AddJobs returns the
+	// patchset as written, and nil for a postsubmit run.
+	//
+	// NotFound if src has no record; AlreadyExists if a job id is taken;
+	// FailedPrecondition if Reopen refuses; InvalidArgument if jobs is empty,
+	// lists a job twice, or holds a job of another source. On any error
+	// nothing is written.
+	AddJobs(ctx context.Context, src string, jobs []*model.Job, lease time.Duration) (*model.Patchset, error)
+
+	// ListJobs lists jobs filtered by q, newest first in q.OrderBy's time,
+	// with a cursor for the next page ("" when there is none). A cursor is
+	// only good for the order that made it (InvalidArgument otherwise).
 	ListJobs(ctx context.Context, q JobQuery) ([]*model.Job, string, error)
 
 	// CountJobs counts jobs in each of states.
 	CountJobs(ctx context.Context, states ...model.State) (map[model.State]int, error)
+
+	// CountJobsSince counts the jobs queued at or after since, by their
+	// state now; states without jobs are absent. It reads an index, not the
+	// jobs: the cost grows with the number of jobs in the window.
+	CountJobsSince(ctx context.Context, since time.Time) (map[model.State]int, error)
 
 	// PutWorker creates or replaces a worker record (a heartbeat). A record
 	// that is QUARANTINED stays so: the stored state wins over w.State.
@@ -118,6 +139,20 @@ type Store interface {
 	// free, expired, or already held by holder. It reports whether holder has it.
 	AcquireLease(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
 
+	// PutSamples records one point of each named series at t, in one write.
+	// A point of a series at the same t is replaced, so writers that round t
+	// (to the minute, say) keep one point per period.
+	PutSamples(ctx context.Context, t time.Time, values map[string]float64) error
+
+	// ListSamples returns the points of series name at or after since,
+	// oldest first: the newest MaxSamples of them when there are more.
+	ListSamples(ctx context.Context, name string, since time.Time) ([]model.Sample, error)
+
+	// DeleteSamples deletes up to limit points (of any series) older than
+	// before and reports how many it deleted; callers repeat while it
+	// deletes limit.
+	DeleteSamples(ctx context.Context, before time.Time, limit int) (int, error)
+
 	// GetMeta and SetMeta keep small controller settings (such as the Gerrit
 	// poll watermark). GetMeta of a missing key returns "" and no error.
 	GetMeta(ctx context.Context, key string) (string, error)
@@ -127,6 +162,9 @@ type Store interface {
 	Close() error
 }
 
+// MaxSamples bounds one ListSamples answer: a week of one point a minute.
+const MaxSamples = 7 * 24 * 60
+
 // JobQuery filters ListJobs. Zero fields do not filter.
 type JobQuery struct {
 	States []model.State
@@ -134,8 +172,37 @@ type JobQuery struct {
 	Worker string
 	// StartedBefore keeps only jobs started before it (for stale job checks).
 	StartedBefore time.Time
-	Limit         int    // default 100, at most 1000
-	Cursor        string // from a previous page
+	// OrderBy is the time the listing sorts on, newest first (default
+	// OrderQueued). OrderStarted lists only jobs that started (their latest
+	// start), OrderEnded only jobs that ended; either combines with States
+	// only, which keeps the indexes a backend needs few.
+	OrderBy JobOrder
+	Limit   int    // default 100, at most 1000
+	Cursor  string // from a previous page of the same order
+}
+
+// JobOrder names the time a job listing sorts on.
+type JobOrder string
+
+const (
+	OrderQueued  JobOrder = "queued"
+	OrderStarted JobOrder = "started"
+	OrderEnded   JobOrder = "ended"
+)
+
+// Check refuses a query that combines filters the Store does not index
+// together (InvalidArgument). Adapters call it first.
+func (q JobQuery) Check() error {
+	switch q.OrderBy {
+	case "", OrderQueued:
+		return nil
+	case OrderStarted, OrderEnded:
+		if q.Src != "" || q.Worker != "" || !q.StartedBefore.IsZero() {
+			return errs.E(errs.InvalidArgument, "store.JobQuery", "ordering by %s combines only with a state filter", q.OrderBy)
+		}
+		return nil
+	}
+	return errs.E(errs.InvalidArgument, "store.JobQuery", "unknown order %q: want queued, started or ended", q.OrderBy)
 }
 
 // PatchsetQuery filters ListPatchsets. Zero fields do not filter.
@@ -143,8 +210,17 @@ type PatchsetQuery struct {
 	Change  int
 	Owner   string
 	Pending bool // only those not ended
+	Ended   bool // only those ended (not with Pending)
 	Limit   int  // default 100, at most 1000
 	Cursor  string
+}
+
+// Check refuses contradictory filters (InvalidArgument).
+func (q PatchsetQuery) Check() error {
+	if q.Pending && q.Ended {
+		return errs.E(errs.InvalidArgument, "store.PatchsetQuery", "pending and ended exclude each other")
+	}
+	return nil
 }
 
 // Limit applies the default and the ceiling of a page size.
@@ -156,4 +232,36 @@ func Limit(n int) int {
 		return 1000
 	}
 	return n
+}
+
+// CheckAddJobs checks the jobs given to AddJobs (InvalidArgument if there
+// are none, one is listed twice, is not QUEUED or belongs to another
+// source) and returns their ids in order and the newest TimeQueued among
+// them, the time of the reopen.
+func CheckAddJobs(src string, jobs []*model.Job) ([]string, time.Time, error) {
+	const op = "store.AddJobs"
+	if len(jobs) == 0 {
+		return nil, time.Time{}, errs.E(errs.InvalidArgument, op, "no jobs to add to %s", src)
+	}
+	ids := make([]string, 0, len(jobs))
+	seen := make(map[string]bool, len(jobs))
+	var newest time.Time
+	for _, j := range jobs {
+		switch {
+		case j == nil || j.ID == "":
+			return nil, time.Time{}, errs.E(errs.InvalidArgument, op, "job without id")
+		case seen[j.ID]:
+			return nil, time.Time{}, errs.E(errs.InvalidArgument, op, "job %s given twice", j.ID)
+		case j.Src != src:
+			return nil, time.Time{}, errs.E(errs.InvalidArgument, op, "job %s belongs to %s, not %s", j.ID, j.Src, src)
+		case j.State != model.Queued:
+			return nil, time.Time{}, errs.E(errs.InvalidArgument, op, "new job %s is %s, not QUEUED", j.ID, j.State)
+		}
+		seen[j.ID] = true
+		ids = append(ids, j.ID)
+		if j.TimeQueued.After(newest) {
+			newest = j.TimeQueued
+		}
+	}
+	return ids, newest, nil
 }

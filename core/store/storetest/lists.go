@@ -256,6 +256,9 @@ func testListPatchsets(t *testing.T, s store.Store) {
 		{"pending", store.PatchsetQuery{Pending: true}, []string{"11-1", "2-1", "12-1", "1-3"}},
 		{"pending change", store.PatchsetQuery{Pending: true, Change: 1}, []string{"1-3"}},
 		{"pending owner", store.PatchsetQuery{Pending: true, Owner: "a@x"}, []string{"11-1", "1-3"}},
+		{"ended", store.PatchsetQuery{Ended: true}, []string{"1-2", "3-1", "1-1"}},
+		{"ended change", store.PatchsetQuery{Ended: true, Change: 1}, []string{"1-2", "1-1"}},
+		{"ended owner", store.PatchsetQuery{Ended: true, Owner: "b@x"}, []string{"3-1"}},
 		{"unknown change", store.PatchsetQuery{Change: 99}, nil},
 	}
 	for _, tc := range tests {
@@ -281,6 +284,132 @@ func testListPatchsets(t *testing.T, s store.Store) {
 	got, _, err := s.ListPatchsets(t.Context(), store.PatchsetQuery{Limit: 1000})
 	mustOK(t, "ListPatchsets", err)
 	wantSame(t, "ListPatchsets records", got, all)
+	_, _, err = s.ListPatchsets(t.Context(), store.PatchsetQuery{Pending: true, Ended: true})
+	wantCode(t, "ListPatchsets pending and ended", err, errs.InvalidArgument)
+}
+
+// Listings by start and end time: only jobs that have the time, newest
+// first, paged with cursors of their own order.
+func testListJobsOrder(t *testing.T, s store.Store) {
+	// The fixture's starts and ends do not follow its queue order: a job
+	// restarted at at(200), ends from at(105) to at(130).
+	all := listFixture(t, s)
+	in := func(states ...model.State) func(*model.Job) bool {
+		return func(j *model.Job) bool { return len(states) == 0 || slices.Contains(states, j.State) }
+	}
+	tests := []struct {
+		name   string
+		order  store.JobOrder
+		states []model.State
+		min    int
+	}{
+		{"started", store.OrderStarted, nil, 7},
+		{"started, running", store.OrderStarted, []model.State{model.Started}, 3},
+		{"ended", store.OrderEnded, nil, 5},
+		{"ended, failed or completed", store.OrderEnded, []model.State{model.Failed, model.Completed}, 3},
+		{"ended, queued (none)", store.OrderEnded, []model.State{model.Queued}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			key := func(j *model.Job) (time.Time, string) { return j.TimeStarted, j.ID }
+			if tc.order == store.OrderEnded {
+				key = func(j *model.Job) (time.Time, string) { return j.TimeEnded, j.ID }
+			}
+			var want []*model.Job
+			for _, j := range all {
+				if tm, _ := key(j); !tm.IsZero() && in(tc.states...)(j) {
+					want = append(want, j)
+				}
+			}
+			newestFirst(want, key)
+			if len(want) < tc.min {
+				t.Fatalf("fixture gives %d jobs, want at least %d", len(want), tc.min)
+			}
+			got, next, err := s.ListJobs(t.Context(), store.JobQuery{OrderBy: tc.order, States: tc.states, Limit: 1000})
+			mustOK(t, "ListJobs", err)
+			wantIDs(t, "ListJobs", jobIDs(got), jobIDs(want))
+			wantSame(t, "ListJobs records", got, want)
+			if next != "" {
+				t.Fatalf("cursor %q on a complete page", next)
+			}
+			for _, size := range []int{1, 2, 3} {
+				got := paginate(t, "ListJobs", size, func(c string) ([]*model.Job, string, error) {
+					return s.ListJobs(t.Context(), store.JobQuery{OrderBy: tc.order, States: tc.states, Limit: size, Cursor: c})
+				})
+				wantIDs(t, fmt.Sprintf("ListJobs by %s in pages of %d", tc.order, size), jobIDs(got), jobIDs(want))
+			}
+		})
+	}
+	// A cursor belongs to its order.
+	_, queuedCursor, err := s.ListJobs(t.Context(), store.JobQuery{Limit: 1})
+	mustOK(t, "ListJobs", err)
+	_, endedCursor, err := s.ListJobs(t.Context(), store.JobQuery{OrderBy: store.OrderEnded, Limit: 1})
+	mustOK(t, "ListJobs", err)
+	for _, q := range []store.JobQuery{
+		{OrderBy: store.OrderEnded, Cursor: queuedCursor},
+		{OrderBy: store.OrderStarted, Cursor: endedCursor},
+		{Cursor: endedCursor},
+		{OrderBy: "sideways"},
+		{OrderBy: store.OrderEnded, Src: "cls/1-1"},
+		{OrderBy: store.OrderStarted, Worker: "w1"},
+	} {
+		_, _, err := s.ListJobs(t.Context(), q)
+		wantCode(t, fmt.Sprintf("ListJobs(%+v)", q), err, errs.InvalidArgument)
+	}
+}
+
+func testCountJobsSince(t *testing.T, s store.Store) {
+	all := listFixture(t, s)
+	for _, since := range []int{0, 5, 6, 10, 11} {
+		want := map[model.State]int{}
+		for _, j := range all {
+			if !j.TimeQueued.Before(at(since)) {
+				want[j.State]++
+			}
+		}
+		got, err := s.CountJobsSince(t.Context(), at(since))
+		mustOK(t, "CountJobsSince", err)
+		if js(t, got) != js(t, want) {
+			t.Errorf("CountJobsSince(at(%d)) = %v, want %v", since, got, want)
+		}
+	}
+}
+
+func testSamples(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for i := range 10 {
+		mustOK(t, "PutSamples", s.PutSamples(ctx, at(60*i), map[string]float64{"queued": float64(i), "running": float64(2 * i)}))
+	}
+	// A second point at the same time replaces the first.
+	mustOK(t, "PutSamples again", s.PutSamples(ctx, at(60*9), map[string]float64{"queued": 99.5}))
+	list := func(name string, since time.Time) []model.Sample {
+		t.Helper()
+		got, err := s.ListSamples(ctx, name, since)
+		mustOK(t, "ListSamples", err)
+		return got
+	}
+	want := []model.Sample{{Time: at(420), Value: 7}, {Time: at(480), Value: 8}, {Time: at(540), Value: 99.5}}
+	wantSame(t, "ListSamples(queued, since 420)", list("queued", at(420)), want)
+	if got := list("running", time.Time{}); len(got) != 10 || got[9].Value != 18 || !got[0].Time.Equal(at(0)) {
+		t.Fatalf("ListSamples(running) = %s", js(t, got))
+	}
+	if got := list("nothing", time.Time{}); len(got) != 0 {
+		t.Fatalf("ListSamples of an unknown series = %s", js(t, got))
+	}
+	n, err := s.DeleteSamples(ctx, at(180), 4)
+	mustOK(t, "DeleteSamples", err)
+	if n != 4 {
+		t.Fatalf("DeleteSamples deleted %d, want its limit 4", n)
+	}
+	n, err = s.DeleteSamples(ctx, at(180), 4)
+	mustOK(t, "DeleteSamples", err)
+	if n != 2 {
+		t.Fatalf("second DeleteSamples deleted %d, want the 2 left", n)
+	}
+	if got := list("queued", time.Time{}); len(got) != 7 || !got[0].Time.Equal(at(180)) {
+		t.Fatalf("after DeleteSamples: %s", js(t, got))
+	}
+	wantCode(t, "PutSamples without a name", s.PutSamples(ctx, at(0), map[string]float64{"": 1}), errs.InvalidArgument)
 }
 
 func testPostsubmits(t *testing.T, s store.Store) {

@@ -285,6 +285,12 @@ func testUpdatePatchsetConcurrent(t *testing.T, s store.Store) {
 			var ps []*model.Patchset
 			for k := range patchsets {
 				p, _ := seedPatchset(t, s, 100*(n+1)+k, at(0), "linux")
+				if kc.kind == model.ClaimVote || kc.kind == model.MarkVoted {
+					// A review is claimed and recorded once the patchset ended.
+					var err error
+					p, err = s.UpdatePatchset(t.Context(), p.ID, model.PatchsetUpdate{Kind: model.End, Now: at(50)})
+					mustOK(t, "End", err)
+				}
 				ps = append(ps, p)
 			}
 			results := make([][]*model.Patchset, patchsets)

@@ -60,6 +60,13 @@ func RunConformance(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Lease", testLease},
 		{"LeaseConcurrent", testLeaseConcurrent},
 		{"Meta", testMeta},
+		{"AddJobsPatchset", testAddJobsPatchset},
+		{"AddJobsPostsubmit", testAddJobsPostsubmit},
+		{"AddJobsRefused", testAddJobsRefused},
+		{"AddJobsConcurrent", testAddJobsConcurrent},
+		{"ListJobsOrder", testListJobsOrder},
+		{"CountJobsSince", testCountJobsSince},
+		{"Samples", testSamples},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -89,6 +96,7 @@ func newPatchset(cl, ps int, queued time.Time, typs ...string) (*model.Patchset,
 		Uploader:   "uploader@example.com",
 		TimeQueued: queued,
 		JobIDs:     []string{},
+		Round:      1,
 	}
 	var jobs []*model.Job
 	for _, typ := range typs {
