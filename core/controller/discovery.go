@@ -268,7 +268,7 @@ func (c *Controller) CheckNewCL(ctx context.Context, a CheckNewCLArgs) error {
 		ID: model.PatchsetID(cd.Change, cd.Patchset), Change: cd.Change, Patchset: cd.Patchset,
 		ChangeID: cd.ChangeID, Revision: cd.Revision, Ref: cd.Ref, Project: cd.Project,
 		Branch: cd.Branch, Subject: cd.Subject, Owner: cd.Owner, Uploader: cd.Uploader,
-		TimeQueued: now, WantsVote: cd.WantsVote,
+		TimeQueued: now, WantsVote: cd.WantsVote, Round: 1,
 	}
 	jobs := c.newJobs(now, ps.Src(), cd.Ref, cd.Revision)
 	for _, j := range jobs {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/metrics"
@@ -21,7 +22,7 @@ func (c *Controller) UpdateCLMetrics(ctx context.Context, id string) error {
 	if ps.Pending() {
 		return nil
 	}
-	return c.m.Observe(ctx, metrics.CLCompletionTime, nil, ps.TimeEnded.Sub(ps.TimeQueued).Seconds())
+	return c.m.Observe(ctx, metrics.CLCompletionTime, nil, ps.TimeEnded.Sub(ps.RoundStart()).Seconds())
 }
 
 // UpdateJobMetrics writes the queue and run time of each ended job, once per job.
@@ -81,5 +82,28 @@ func (c *Controller) UpdateQueueMetrics(ctx context.Context) error {
 	}
 	_ = c.m.Set(ctx, metrics.WorkersAlive, nil, float64(alive))
 	_ = c.m.Set(ctx, metrics.WorkersBusy, nil, float64(busy))
-	return nil
+	return c.recordSamples(ctx, now, map[string]float64{
+		SampleQueued: float64(q), SampleRunning: float64(r), SampleWorkersAlive: float64(alive), SampleWorkersBusy: float64(busy),
+	})
+}
+
+// Series the stats page plots, one point a minute (the last tick's value),
+// kept for SampleRetention.
+const (
+	SampleQueued       = "jobs_queued"
+	SampleRunning      = "jobs_running"
+	SampleWorkersAlive = "workers_alive"
+	SampleWorkersBusy  = "workers_busy"
+	SampleRetention    = 7 * 24 * time.Hour
+)
+
+// recordSamples stores the queue's point of this minute and deletes points
+// past SampleRetention, a bounded batch per tick (ticks come every few
+// seconds, so the deletes keep up with one new point a minute).
+func (c *Controller) recordSamples(ctx context.Context, now time.Time, values map[string]float64) error {
+	if err := c.st.PutSamples(ctx, now.Truncate(time.Minute), values); err != nil {
+		return err
+	}
+	_, err := c.st.DeleteSamples(ctx, now.Add(-SampleRetention), 500)
+	return err
 }

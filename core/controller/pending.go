@@ -57,7 +57,7 @@ func (c *Controller) CheckPendingCL(ctx context.Context, id string) error {
 			}
 		}
 		if len(running) > 0 {
-			if now.Sub(ps.TimeQueued) < c.cfg.Timeouts.CL.D() {
+			if now.Sub(ps.RoundStart()) < c.cfg.Timeouts.CL.D() {
 				return nil // still running
 			}
 			reason := fmt.Sprintf("patchset took longer than timeouts.cl (%s)", c.cfg.Timeouts.CL.D())
@@ -108,11 +108,13 @@ func (c *Controller) CheckPendingCL(ctx context.Context, id string) error {
 	return nil
 }
 
-// CommentAndVote posts the one review of an ended patchset that wants a
-// vote: a message listing failed and passed jobs and, unless a job was
-// cancelled or voting is disabled, a vote on the configured label.
+// CommentAndVote posts the one review of an ended patchset's round that
+// wants a vote: a message listing failed and passed jobs (the latest run of
+// each type) and, unless a job was cancelled or voting is disabled, a vote
+// on the configured label. A retry or a recheck opens a new round, which
+// gets a review of its own.
 //
-// It posts at most once. The Store's ClaimVote lets one delivery post at a
+// It posts at most once per round. The Store's ClaimVote lets one delivery post at a
 // time; MarkVoted records the post. A delivery that crashed after posting
 // but before MarkVoted leaves the claim behind, so the next claimant (whose
 // VoteAttempt is > 1) first looks in Gerrit for a tagged message on this
@@ -182,16 +184,21 @@ func (c *Controller) markVoted(ctx context.Context, id string, vote int, msg str
 	return nil
 }
 
-// findPosted looks for a message Tollgate already posted on ps's revision.
+// findPosted looks for the message Tollgate posted for ps's current round.
+// Each round posts one tagged message on the revision, so the round's
+// review was posted iff the revision carries at least Round of them; the
+// newest is returned.
 func (c *Controller) findPosted(ctx context.Context, ps *model.Patchset) (string, bool, error) {
 	msgs, err := c.gr.ListMessages(ctx, strconv.Itoa(ps.Change))
 	if err != nil {
 		return "", false, err
 	}
+	n, last := 0, ""
 	for _, m := range msgs {
 		if m.Tag == VoteTag && m.RevisionNumber == ps.Patchset {
-			return m.Message, true, nil
+			n++
+			last = m.Message
 		}
 	}
-	return "", false, nil
+	return last, n >= ps.CurrentRound(), nil
 }

@@ -11,10 +11,16 @@ import (
 // MaxMessageBytes is Gerrit's default limit on a change message (16 KiB).
 const MaxMessageBytes = 16 << 10
 
-// review returns the vote and the message for an ended patchset. The
-// verdict comes first and is never cut; the job lists are truncated to keep
-// the message within MaxMessageBytes.
-func (c *Controller) review(ps *model.Patchset, jobs []*model.Job) (int, string) {
+// review returns the vote and the message for an ended patchset, judged on
+// the latest run of each job type (earlier runs were retried). The verdict
+// comes first and is never cut; the job lists are truncated to keep the
+// message within MaxMessageBytes.
+func (c *Controller) review(ps *model.Patchset, all []*model.Job) (int, string) {
+	latest := model.Latest(all)
+	jobs := make([]*model.Job, 0, len(latest))
+	for _, j := range latest {
+		jobs = append(jobs, j)
+	}
 	var fail, pass, cancelled []string
 	failedVoting, failedTotal := 0, 0
 	sort.SliceStable(jobs, func(i, k int) bool { return jobs[i].Type < jobs[k].Type })
@@ -39,6 +45,10 @@ func (c *Controller) review(ps *model.Patchset, jobs []*model.Job) (int, string)
 	}
 	total := len(jobs)
 	var head string
+	round := ""
+	if ps.CurrentRound() > 1 {
+		round = fmt.Sprintf(" (round %d, after a retry)", ps.CurrentRound())
+	}
 	vote := 0
 	switch {
 	case len(cancelled) > 0:
@@ -53,6 +63,7 @@ func (c *Controller) review(ps *model.Patchset, jobs []*model.Job) (int, string)
 		vote = 1
 		head = fmt.Sprintf("Tollgate: all %d jobs passed.", total)
 	}
+	head = strings.Replace(head, "Tollgate:", "Tollgate"+round+":", 1)
 	if vote != 0 {
 		if !c.cfg.Vote.Enabled {
 			head += " (Voting is disabled: no " + c.cfg.Vote.Label + " vote.)"
