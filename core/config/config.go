@@ -4,6 +4,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,9 +33,81 @@ type Config struct {
 	LogsTTL    Duration       `yaml:"logs_ttl"`
 	Postsubmit Postsubmit     `yaml:"postsubmit"`
 	Tasks      Tasks          `yaml:"tasks"`
+	UI         UI             `yaml:"ui"`
 
 	trusted *regexp.Regexp
 }
+
+// UI says who may use the web UI and the JSON API, and how. Roles: admin
+// (everything, including quarantining and deleting workers), privileged
+// (cancel, retry, recheck), user (read). Workers use the worker API, with
+// tokens of their own.
+type UI struct {
+	Admins     []string `yaml:"admins"`     // emails with every role
+	Privileged []string `yaml:"privileged"` // emails that may cancel, retry and recheck
+	// Users may read; "*" lets anyone who reaches the server read, signed
+	// in or not.
+	Users []string `yaml:"users"`
+	// LocalUser is who a request is when `tollgate up` listens on loopback
+	// and the request names nobody. With no allow-list set it has every
+	// role; otherwise it gets the roles the lists give its email.
+	LocalUser string `yaml:"local_user"`
+	// APITokensEnv names an environment variable holding a JSON object
+	// mapping bearer tokens to emails, for scripts using the JSON API.
+	APITokensEnv string `yaml:"api_tokens_env"`
+	// TrustIAP takes the identity from Identity-Aware Proxy's
+	// X-Goog-Authenticated-User-Email header. Set it only when every
+	// request passes through IAP (the header is otherwise forgeable).
+	TrustIAP bool `yaml:"trust_iap"`
+	// XSRFKeyEnv names an environment variable holding the key of the
+	// forms' XSRF tokens; unset, a random key is kept in the Store.
+	XSRFKeyEnv string `yaml:"xsrf_key_env"`
+}
+
+// AllowListsSet reports whether any of the UI's allow-lists names someone.
+func (u UI) AllowListsSet() bool { return len(u.Admins)+len(u.Privileged)+len(u.Users) > 0 }
+
+// APITokens reads the bearer tokens of ui.api_tokens_env: token → email.
+// None when the key is unset; an error when the variable is unset or is
+// not a JSON object of non-empty tokens (at least 16 bytes) to emails.
+func (c *Config) APITokens() (map[string]string, error) {
+	const op = "config"
+	if c.UI.APITokensEnv == "" {
+		return nil, nil
+	}
+	raw := os.Getenv(c.UI.APITokensEnv)
+	if raw == "" {
+		return nil, errs.E(errs.InvalidArgument, op, "ui.api_tokens_env: %s is not set in the environment", c.UI.APITokensEnv)
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return nil, errs.E(errs.InvalidArgument, op, "ui.api_tokens_env: %s is not a JSON object of token to email: %v", c.UI.APITokensEnv, err)
+	}
+	for tok, email := range m {
+		if len(tok) < 16 {
+			return nil, errs.E(errs.InvalidArgument, op, "ui.api_tokens_env: %s holds a token shorter than 16 bytes", c.UI.APITokensEnv)
+		}
+		if !emailRE.MatchString(email) {
+			return nil, errs.E(errs.InvalidArgument, op, "ui.api_tokens_env: %s maps a token to %q, not an email", c.UI.APITokensEnv, email)
+		}
+	}
+	return m, nil
+}
+
+// XSRFKey returns the key of ui.xsrf_key_env, or nil when the key is unset.
+func (c *Config) XSRFKey() ([]byte, error) {
+	if c.UI.XSRFKeyEnv == "" {
+		return nil, nil
+	}
+	v := os.Getenv(c.UI.XSRFKeyEnv)
+	if len(v) < 16 {
+		return nil, errs.E(errs.InvalidArgument, "config", "ui.xsrf_key_env: %s must hold at least 16 bytes", c.UI.XSRFKeyEnv)
+	}
+	return []byte(v), nil
+}
+
+// emailRE is a plausible email: what allow-lists and tokens name.
+var emailRE = regexp.MustCompile(`^[^\s@]+@[^\s@]+$`)
 
 // Gerrit says which Gerrit to watch and how.
 type Gerrit struct {
@@ -141,6 +214,7 @@ func Defaults() Config {
 		LogsTTL:    Duration(30 * 24 * time.Hour),
 		Postsubmit: Postsubmit{Interval: Duration(time.Hour)},
 		Tasks:      Tasks{MaxAttempts: 5},
+		UI:         UI{LocalUser: "local@localhost"},
 	}
 }
 
@@ -271,6 +345,31 @@ func (c *Config) Validate() error {
 	}
 	if c.Tasks.MaxAttempts < 1 || c.Tasks.MaxAttempts > 100 {
 		bad("tasks.max_attempts", "must be 1 to 100")
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"ui.admins", c.UI.Admins}, {"ui.privileged", c.UI.Privileged}, {"ui.users", c.UI.Users}} {
+		for i, e := range l.list {
+			if e == "*" && l.key == "ui.users" {
+				continue
+			}
+			if !emailRE.MatchString(e) {
+				hint := ""
+				if e == "*" {
+					hint = " (\"*\" is allowed in ui.users only)"
+				}
+				bad(fmt.Sprintf("%s[%d]", l.key, i), "%q is not an email%s", e, hint)
+			}
+		}
+	}
+	if !emailRE.MatchString(c.UI.LocalUser) {
+		bad("ui.local_user", "%q is not an email", c.UI.LocalUser)
+	}
+	for _, k := range []struct{ key, v string }{{"ui.api_tokens_env", c.UI.APITokensEnv}, {"ui.xsrf_key_env", c.UI.XSRFKeyEnv}} {
+		if k.v != "" && !envNameRE.MatchString(k.v) {
+			bad(k.key, "%q is not an environment variable name", k.v)
+		}
 	}
 	if len(p) > 0 {
 		sort.Strings(p)

@@ -137,3 +137,70 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestUIKeys(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UI.LocalUser != "local@localhost" || c.UI.AllowListsSet() || c.UI.TrustIAP {
+		t.Errorf("ui defaults: %+v", c.UI)
+	}
+	withUI := good + `
+ui:
+  admins: [ada@example.com]
+  privileged: [pat@example.com]
+  users: ["*"]
+  local_user: me@laptop
+  api_tokens_env: TOLLGATE_API_TOKENS
+  trust_iap: true
+  xsrf_key_env: TOLLGATE_XSRF_KEY
+`
+	if c, err = Parse([]byte(withUI)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.UI.AllowListsSet() || c.UI.Users[0] != "*" || !c.UI.TrustIAP || c.UI.LocalUser != "me@laptop" {
+		t.Errorf("ui = %+v", c.UI)
+	}
+	for _, tc := range []struct{ edit, key string }{
+		{"admins: [ada@example.com] => admins: ['*']", "ui.admins[0]"},
+		{"privileged: [pat@example.com] => privileged: [pat]", "ui.privileged[0]"},
+		{`users: ["*"] => users: ["*", "a b@c"]`, "ui.users[1]"},
+		{"local_user: me@laptop => local_user: ''", "ui.local_user"},
+		{"api_tokens_env: TOLLGATE_API_TOKENS => api_tokens_env: 1X", "ui.api_tokens_env"},
+		{"xsrf_key_env: TOLLGATE_XSRF_KEY => xsrf_key_env: $K", "ui.xsrf_key_env"},
+		{"trust_iap: true => trust_iap: true\n  roles: {}", "roles"},
+	} {
+		old, new, _ := strings.Cut(tc.edit, " => ")
+		if !strings.Contains(withUI, old) {
+			t.Fatalf("test edit %q does not apply", old)
+		}
+		_, err := Parse([]byte(strings.Replace(withUI, old, new, 1)))
+		if !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: err = %v, want InvalidArgument naming %q", tc.edit, err, tc.key)
+		}
+	}
+
+	t.Setenv("TOLLGATE_API_TOKENS", "")
+	if _, err := c.APITokens(); !errs.Is(err, errs.InvalidArgument) {
+		t.Errorf("unset tokens variable: %v", err)
+	}
+	for _, bad := range []string{"[]", `{"short": "a@x"}`, `{"0123456789abcdef": "nobody"}`} {
+		t.Setenv("TOLLGATE_API_TOKENS", bad)
+		if _, err := c.APITokens(); !errs.Is(err, errs.InvalidArgument) || !strings.Contains(err.Error(), "ui.api_tokens_env") {
+			t.Errorf("tokens %s: %v", bad, err)
+		}
+	}
+	t.Setenv("TOLLGATE_API_TOKENS", `{"0123456789abcdef": "bot@example.com"}`)
+	if m, err := c.APITokens(); err != nil || m["0123456789abcdef"] != "bot@example.com" {
+		t.Errorf("tokens: %v, %v", m, err)
+	}
+	t.Setenv("TOLLGATE_XSRF_KEY", "short")
+	if _, err := c.XSRFKey(); !errs.Is(err, errs.InvalidArgument) {
+		t.Errorf("short xsrf key: %v", err)
+	}
+	t.Setenv("TOLLGATE_XSRF_KEY", "a-long-enough-secret-key")
+	if k, err := c.XSRFKey(); err != nil || string(k) != "a-long-enough-secret-key" {
+		t.Errorf("xsrf key: %q, %v", k, err)
+	}
+}
