@@ -116,9 +116,12 @@ type Options struct {
 
 // Cache is a cache.Cache in a directory. Safe for concurrent use.
 type Cache struct {
-	o     Options
-	dir   string
-	root  *os.Root
+	o    Options
+	dir  string
+	root *os.Root
+	// cas holds a Root per cas/{hh} directory: a file call through it is
+	// one system call, where the top Root opens each directory on the way.
+	cas   [256]*os.Root
 	lock  *os.File
 	clock clock.Clock
 	log   *slog.Logger
@@ -205,6 +208,13 @@ func (c *Cache) init(ctx context.Context) error {
 				return mapErr(op, err)
 			}
 		}
+	}
+	for i := range c.cas {
+		r, err := c.root.OpenRoot(fmt.Sprintf("%s/%02x", casDir, i))
+		if err != nil {
+			return mapErr(op, err)
+		}
+		c.cas[i] = r
 	}
 	// Uploads that were in progress when the last process stopped.
 	if err := c.root.RemoveAll(tmpDir); err != nil {
@@ -385,6 +395,11 @@ func (c *Cache) RebuildTime() time.Duration { return c.rebuildTime }
 
 // Close releases the directory. The index is not saved: the files' mtimes are.
 func (c *Cache) Close() error {
+	for _, r := range c.cas {
+		if r != nil {
+			r.Close()
+		}
+	}
 	if c.lock != nil {
 		c.lock.Close()
 	}
@@ -401,7 +416,11 @@ func (c *Cache) space() (Space, error) {
 
 func casPath(hash string) string { return casDir + "/" + hash[:2] + "/" + hash }
 
-func casPathSum(sum [32]byte) string { return casPath(hex.EncodeToString(sum[:])) }
+// casFile returns the Root of an object's directory and its name there.
+func (c *Cache) casFile(hash string) (*os.Root, string) {
+	b, _ := hex.DecodeString(hash[:2])
+	return c.cas[b[0]], hash
+}
 
 // use marks a node used at now and reports whether its access time is
 // due to be written to its file. The caller holds mu.
@@ -437,10 +456,11 @@ func (c *Cache) present(ds []cache.Digest) []bool {
 			continue
 		}
 		var err error
+		r, name := c.casFile(d.Hash)
 		if persist[k] {
-			err = c.root.Chtimes(casPath(d.Hash), now, now)
+			err = r.Chtimes(name, now, now)
 		} else {
-			_, err = c.root.Lstat(casPath(d.Hash))
+			_, err = r.Lstat(name)
 		}
 		if err != nil && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)) {
 			found[k] = c.recheck(d)
@@ -454,7 +474,8 @@ func (c *Cache) present(ds []cache.Digest) []bool {
 func (c *Cache) recheck(d cache.Digest) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	info, err := c.root.Lstat(casPath(d.Hash))
+	r, name := c.casFile(d.Hash)
+	info, err := r.Lstat(name)
 	if err == nil && info.Mode().IsRegular() && info.Size() == d.Size {
 		return true
 	}
@@ -462,7 +483,7 @@ func (c *Cache) recheck(d cache.Digest) bool {
 		c.log.Warn("cache object vanished behind the index; forgetting it", "digest", d.String())
 		c.idx.remove(i)
 		if err == nil {
-			c.root.Remove(casPath(d.Hash)) // the wrong size: not the object
+			r.Remove(name) // the wrong size: not the object
 		}
 	}
 	return false
@@ -578,6 +599,7 @@ func (c *Cache) reserve(ctx context.Context, f *os.File, size, need int64) error
 		case errors.Is(err, syscall.ENOSPC) && attempt < fallocateRetries:
 			c.cleanMu.Lock()
 			res := c.evictAtLeast(need)
+			res.refs += c.removeOldRefs(res.newest)
 			c.cleanMu.Unlock()
 			c.finishEviction(ctx, "ENOSPC while reserving space", res)
 			if res.objects == 0 {
@@ -670,7 +692,7 @@ func (c *Cache) evictAtLeast(need int64) evicted {
 		var freed int64
 		buf, freed = c.idx.popOldest(need-res.usage, evictBatch, buf[:0])
 		for _, v := range buf {
-			if err := c.root.Remove(casPathSum(v.sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := c.cas[v.sum[0]].Remove(hex.EncodeToString(v.sum[:])); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				c.log.Warn("cannot remove an evicted object", "err", err)
 			}
 			res.objects++
@@ -754,7 +776,8 @@ func (c *Cache) Get(ctx context.Context, d cache.Digest) (io.ReadCloser, error) 
 		return nil, errs.E(errs.NotFound, op, "%s is not in the cache", d)
 	}
 	// An open file keeps its content even if the object is evicted meanwhile.
-	f, err := c.root.Open(casPath(d.Hash))
+	r, name := c.casFile(d.Hash)
+	f, err := r.Open(name)
 	if err == nil {
 		var info fs.FileInfo
 		if info, err = f.Stat(); err == nil && (!info.Mode().IsRegular() || info.Size() != d.Size) {
@@ -771,7 +794,7 @@ func (c *Cache) Get(ctx context.Context, d cache.Digest) (io.ReadCloser, error) 
 		return nil, mapErr(op, err)
 	}
 	if persist {
-		c.root.Chtimes(casPath(d.Hash), now, now)
+		r.Chtimes(name, now, now)
 	}
 	return f, nil
 }
@@ -837,7 +860,8 @@ func (c *Cache) ResolveRef(ctx context.Context, name string) (cache.Digest, erro
 	i, ok := c.idx.get(e.target)
 	if ok {
 		// Under the lock the file cannot change: this is authoritative.
-		info, err := c.root.Lstat(casPath(d.Hash))
+		r, name := c.casFile(d.Hash)
+		info, err := r.Lstat(name)
 		if err != nil || info.Size() != d.Size {
 			c.idx.remove(i)
 			ok = false
@@ -856,7 +880,8 @@ func (c *Cache) ResolveRef(ctx context.Context, name string) (cache.Digest, erro
 	}
 	c.mu.Unlock()
 	if persistObj {
-		c.root.Chtimes(casPath(d.Hash), now, now)
+		r, name := c.casFile(d.Hash)
+		r.Chtimes(name, now, now)
 	}
 	if persistRef {
 		c.root.Chtimes(refFile(name), now, now)

@@ -68,7 +68,7 @@ func (c *Cache) Cleanup(ctx context.Context, o cache.CleanupOptions) (*cache.Cle
 	quota := c.quota.Load()
 	hist := cache.NewHistogram(c.o.BucketWidth)
 	cands := newCandidates(c.o.MaxCandidates, c.o.BucketWidth)
-	err = c.list(ctx, casDir, false, func(a *storage.ObjectAttrs) error {
+	err = c.listCAS(ctx, func(a *storage.ObjectAttrs) error {
 		v, ok := c.listedObject(a)
 		if !ok {
 			return nil
@@ -178,7 +178,7 @@ func (c *Cache) Cleanup(ctx context.Context, o cache.CleanupOptions) (*cache.Cle
 	} else {
 		// More to evict than the candidates kept: list again.
 		c.log.InfoContext(ctx, "cache cleanup lists a second time", "candidates", c.o.MaxCandidates, "to_evict", cut.Objects)
-		feedErr = c.list(ctx, casDir, false, func(a *storage.ObjectAttrs) error {
+		feedErr = c.listCAS(ctx, func(a *storage.ObjectAttrs) error {
 			if v, ok := c.listedObject(a); ok {
 				return feed(v)
 			}

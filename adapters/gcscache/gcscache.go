@@ -19,10 +19,12 @@
 //  1. takes the lease (an object created only if absent, with its expiry in
 //     its metadata; a stale one is taken over with a generation
 //     precondition, a live one makes the run answer Busy);
-//  2. lists the refs (few), then the objects in one listing pass, summing
-//     bytes per access-time bucket (cache.Histogram) to find the cutoff in
-//     memory proportional to the buckets, not the objects, while keeping
-//     the oldest objects (up to MaxCandidates) as candidates;
+//  2. lists the refs (few), then the objects in one listing pass (16
+//     listings by the hash's first digit, in parallel, so millions of
+//     objects fit in an event function's 540 s), summing bytes per
+//     access-time bucket (cache.Histogram) to find the cutoff in memory
+//     proportional to the buckets, not the objects, while keeping the
+//     oldest objects (up to MaxCandidates) as candidates;
 //  3. deletes the objects used before the cutoff, each with its listed
 //     generation and metageneration as preconditions: an object used
 //     (touched) or replaced since the listing fails the precondition and
@@ -423,7 +425,7 @@ func (c *Cache) refTarget(ctx context.Context, a *storage.ObjectAttrs) (cache.Di
 func (c *Cache) Stats(ctx context.Context) (*cache.Stats, error) {
 	s := &cache.Stats{Capacity: c.quota.Load()}
 	var oldest time.Time
-	err := c.list(ctx, casDir, false, func(a *storage.ObjectAttrs) error {
+	err := c.listCAS(ctx, func(a *storage.ObjectAttrs) error {
 		s.Objects++
 		s.Bytes += a.Size
 		if t := accessTime(a); oldest.IsZero() || t.Before(oldest) {
@@ -468,6 +470,45 @@ func (c *Cache) list(ctx context.Context, dir string, meta bool, fn func(*storag
 			return err
 		}
 	}
+}
+
+// listCAS lists the objects like list, split by the hash's first hex
+// digit into 16 listings run Concurrency at a time, so a pass over
+// millions of objects fits in an event function's time limit (540 s).
+// Calls of fn are serialized; the order is not the name order.
+func (c *Cache) listCAS(ctx context.Context, fn func(*storage.ObjectAttrs) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, min(c.o.Concurrency, 16))
+	for _, digit := range "0123456789abcdef" {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := c.list(ctx, casDir+string(digit), false, func(a *storage.ObjectAttrs) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if first != nil {
+					return first
+				}
+				return fn(a)
+			})
+			if err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+					cancel()
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // isStatus reports whether err is an HTTP answer of Cloud Storage with code.
