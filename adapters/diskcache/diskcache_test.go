@@ -71,7 +71,7 @@ func TestConformance(t *testing.T) {
 			dir := t.TempDir()
 			disk := &fakeDisk{dir: dir}
 			disk.capacity.Store(s.Capacity)
-			c := open(t, dir, disk, Options{Options: s.Options, Clock: s.Clock})
+			c := open(t, dir, disk, Options{Options: s.Options, Clock: s.Clock, Metrics: s.Metrics})
 			return &cachetest.Env{
 				Cache:       c,
 				SetCapacity: disk.capacity.Store,

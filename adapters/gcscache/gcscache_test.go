@@ -64,7 +64,7 @@ func TestConformance(t *testing.T) {
 	cachetest.Run(t, cachetest.Harness{
 		New: func(t *testing.T, s cachetest.Setup) *cachetest.Env {
 			f := newFakeGCS(t, bucket)
-			c := newCache(t, f, Options{Options: s.Options, Quota: s.Capacity, Clock: s.Clock})
+			c := newCache(t, f, Options{Options: s.Options, Quota: s.Capacity, Clock: s.Clock, Metrics: s.Metrics})
 			return &cachetest.Env{
 				Cache:       c,
 				SetCapacity: c.SetQuota,

@@ -129,7 +129,7 @@ func (o Options) Validate() error {
 // CleanupOptions configure one Cleanup.
 type CleanupOptions struct {
 	// DryRun reports what would be evicted and removes nothing.
-	DryRun bool
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // CleanupReport says what a Cleanup did (or, in a dry run, would do).

@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/clock"
 	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/metrics"
 )
 
 // Unit is the size of the suite's objects: one 4 KiB block.
@@ -48,6 +49,8 @@ type Setup struct {
 	Options cache.Options
 	// Clock is the cache's clock; the suite moves it.
 	Clock *clock.Fake
+	// Metrics receives the cache's metrics.
+	Metrics metrics.Metrics
 }
 
 // Env is a cache under test and its controls.
@@ -93,11 +96,12 @@ func Run(t *testing.T, h Harness) {
 
 // fixture is one cache with the suite's helpers.
 type fixture struct {
-	t     *testing.T
-	env   *Env
-	c     cache.Cache
-	clock *clock.Fake
-	seed  string
+	t       *testing.T
+	env     *Env
+	c       cache.Cache
+	clock   *clock.Fake
+	metrics *Metrics
+	seed    string
 }
 
 var t0 = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
@@ -105,9 +109,10 @@ var t0 = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 func newFixture(t *testing.T, h Harness, capacity int64, o cache.Options) *fixture {
 	t.Helper()
 	fc := clock.NewFake(t0)
-	env := h.New(t, Setup{Capacity: capacity, Options: o, Clock: fc})
+	m := NewMetrics()
+	env := h.New(t, Setup{Capacity: capacity, Options: o, Clock: fc, Metrics: m})
 	t.Cleanup(func() { env.Cache.Close() })
-	return &fixture{t: t, env: env, c: env.Cache, clock: fc, seed: t.Name()}
+	return &fixture{t: t, env: env, c: env.Cache, clock: fc, metrics: m, seed: t.Name()}
 }
 
 // Object returns the content and digest of object i of a set named seed:
@@ -547,6 +552,18 @@ func testLRUOrder(t *testing.T, h Harness) {
 	}
 	if s := f.stats(); s.Objects != 39 || s.EvictedObjects != 21 || s.EvictedBytes != 21*Unit {
 		t.Errorf("Stats = %+v, want 39 objects, 21 evicted", s)
+	}
+	m := f.metrics
+	if m.Counter(cache.MetricEvictedObjects) != 21 || m.Counter(cache.MetricEvictedBytes) != 21*Unit {
+		t.Errorf("evicted metrics = %v objects, %v bytes; want 21, %d", m.Counter(cache.MetricEvictedObjects),
+			m.Counter(cache.MetricEvictedBytes), 21*Unit)
+	}
+	objs, _ := m.Gauge(cache.MetricObjects)
+	byts, _ := m.Gauge(cache.MetricBytes)
+	age, _ := m.Gauge(cache.MetricOldestAge)
+	wantAge := f.clock.Now().Sub(r.OldestKept).Seconds()
+	if objs != 39 || byts != 39*Unit || age != wantAge {
+		t.Errorf("gauges = %v objects, %v bytes, oldest %vs; want 39, %d, %vs", objs, byts, age, 39*Unit, wantAge)
 	}
 }
 
