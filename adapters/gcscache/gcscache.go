@@ -342,7 +342,9 @@ func (c *Cache) Get(ctx context.Context, d cache.Digest) (io.ReadCloser, error) 
 	return rd, nil
 }
 
-// SetRef implements cache.Access.
+// SetRef implements cache.Access. Cloud Storage takes at most one write
+// per second to one name: a ref set faster than that fails with
+// ResourceExhausted (transient).
 func (c *Cache) SetRef(ctx context.Context, name string, d cache.Digest) error {
 	const op = "gcscache.SetRef"
 	if err := cache.ValidRefName(name); err != nil {

@@ -29,8 +29,9 @@ import (
 //
 // "Using" an object (FindMissing finding it, Put of a present object, Get,
 // SetRef, ResolveRef) refreshes its access time, which is what eviction
-// orders by. A backend may record access times coarsely (the Cloud Storage
-// one refreshes at most once per interval), never less often than that.
+// orders by. A backend may record access times coarsely: the Cloud Storage
+// one writes an object's at most once per TouchInterval, so its LRU order
+// is exact to that interval, and it never evicts what was used within it.
 type Access interface {
 	// FindMissing returns the digests that are not in the cache, in the
 	// order given (duplicates once). Present ones count as used.
