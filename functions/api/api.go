@@ -1,14 +1,18 @@
-// Package api serves Tollgate's read-only JSON API over the Store: patchsets,
-// jobs, postsubmit runs and dead-lettered tasks. It is platform-neutral: the
-// embedded runtime mounts it in `tollgate up` and the Cloud Run function
-// serves the same handler.
+// Package api serves Tollgate's JSON API over the Store: patchsets, jobs,
+// their logs and artifacts, workers, postsubmit runs, statistics and
+// dead-lettered tasks, and the actions people take on them (cancel, retry,
+// recheck, quarantine, delete). It is platform-neutral: `tollgate up` and
+// the Cloud Run function serve it, inside the web UI (functions/ui), which
+// renders the same views as pages. API.md, next to this file, is the
+// reference.
 //
 // Every error is a JSON body {"error": {"code": "...", "message": "..."}}
-// with the HTTP status of its code: unknown ids answer 404, malformed
-// parameters 400.
+// with the HTTP status of its code (StatusOf): unknown ids answer 404,
+// malformed parameters 400, refused actions 403 (and change nothing).
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -23,9 +27,10 @@ import (
 	"github.com/tollgate-ci/tollgate/core/model"
 	"github.com/tollgate-ci/tollgate/core/store"
 	"github.com/tollgate-ci/tollgate/core/tasks"
+	"github.com/tollgate-ci/tollgate/functions/auth"
 )
 
-// Options are the API's dependencies.
+// Options are the API's dependencies. Store is required.
 type Options struct {
 	Store store.Store
 	// Dead lists dead-lettered tasks; nil answers an empty list.
@@ -38,11 +43,33 @@ type Options struct {
 	WorkerDeath time.Duration
 	// LongPoll bounds how long a log read waits for new bytes (default 25s).
 	LongPoll time.Duration
+	// Auth identifies callers and guards actions. Nil: every read is open
+	// to anyone and every action is refused (a read-only API).
+	Auth *auth.Authenticator
+	// Actions cancels, retries and rechecks (the controller). Nil: those
+	// actions answer Unavailable.
+	Actions Actions
+	// RevokeWorker revokes a deleted worker's worker API token
+	// (workerapi.Revoke); nil: deleting only removes the record.
+	RevokeWorker func(ctx context.Context, workerID string) error
+	// Branches are the watched branches, for the postsubmit filter.
+	Branches []string
 	Log      *slog.Logger
 }
 
 // New returns the API handler. It serves /api/v1/... and /healthz.
-func New(o Options) http.Handler {
+func New(o Options) http.Handler { return NewServer(o).Handler() }
+
+// Server holds the API's views and actions. Handler serves them as JSON;
+// the web UI renders the same views as pages, so both show the same data
+// under the same names.
+type Server struct {
+	o   Options
+	mux *http.ServeMux
+}
+
+// NewServer returns a Server.
+func NewServer(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -52,35 +79,86 @@ func New(o Options) http.Handler {
 	if o.LongPoll <= 0 {
 		o.LongPoll = 25 * time.Second
 	}
-	s := &server{o: o}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/cls", s.listCLs)
-	mux.HandleFunc("GET /api/v1/cls/{id}", s.getCL)
-	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
-	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
-	mux.HandleFunc("GET /api/v1/jobs/{id}/log", s.getLog)
-	mux.HandleFunc("GET /api/v1/jobs/{id}/artifacts", s.listArtifacts)
-	mux.HandleFunc("GET /api/v1/jobs/{id}/artifacts/{name...}", s.getArtifact)
-	mux.HandleFunc("GET /api/v1/workers", s.listWorkers)
-	mux.HandleFunc("GET /api/v1/workers/{id}", s.getWorker)
-	mux.HandleFunc("GET /api/v1/branches", s.listBranches)
-	mux.HandleFunc("GET /api/v1/tasks/dead", s.listDead)
-	mux.HandleFunc("GET /healthz", s.healthz)
+	s := &Server{o: o, mux: http.NewServeMux()}
+	read := func(pattern string, h http.HandlerFunc) { s.mux.Handle(pattern, s.guard(h)) }
+	s.mux.HandleFunc("GET /api/v1/whoami", s.whoami) // open: it tells callers why they are refused
+	read("GET /api/v1/overview", s.getOverview)
+	read("GET /api/v1/cls", s.listCLs)
+	read("GET /api/v1/cls/{id}", s.getCL)
+	read("GET /api/v1/jobs", s.listJobs)
+	read("GET /api/v1/jobs/{id}", s.getJob)
+	read("GET /api/v1/jobs/{id}/log", s.getLog)
+	read("GET /api/v1/jobs/{id}/artifacts", s.listArtifacts)
+	read("GET /api/v1/jobs/{id}/artifacts/{name...}", s.getArtifact)
+	read("GET /api/v1/workers", s.listWorkers)
+	read("GET /api/v1/workers/{id}", s.getWorker)
+	read("GET /api/v1/branches", s.listBranches)
+	read("GET /api/v1/stats", s.getStats)
+	read("GET /api/v1/tasks/dead", s.listDead)
+	s.mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.postCancel)
+	s.mux.HandleFunc("POST /api/v1/jobs/{id}/retry", s.postRetry)
+	s.mux.HandleFunc("POST /api/v1/cls/{id}/recheck", s.postRecheck)
+	s.mux.HandleFunc("POST /api/v1/workers/{id}/quarantine", s.postQuarantine(true))
+	s.mux.HandleFunc("POST /api/v1/workers/{id}/unquarantine", s.postQuarantine(false))
+	s.mux.HandleFunc("DELETE /api/v1/workers/{id}", s.deleteWorker)
+	s.mux.HandleFunc("GET /healthz", s.healthz)
 	// The links in Gerrit messages ({ui_url}/jobs/{id}, {ui_url}/cls/{id})
-	// lead to the JSON until the web UI serves these paths.
-	mux.HandleFunc("GET /jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+	// lead to the JSON when the API is served without the web UI (which
+	// serves these paths itself).
+	s.mux.HandleFunc("GET /jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/api/v1/jobs/"+url.PathEscape(r.PathValue("id")), http.StatusFound)
 	})
-	mux.HandleFunc("GET /cls/{id}", func(w http.ResponseWriter, r *http.Request) {
+	s.mux.HandleFunc("GET /cls/{id}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/api/v1/cls/"+url.PathEscape(r.PathValue("id")), http.StatusFound)
 	})
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errs.E(errs.NotFound, "api", "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return s
 }
 
-type server struct{ o Options }
+// Handler serves the API, identifying callers when Options.Auth is set.
+func (s *Server) Handler() http.Handler {
+	if s.o.Auth == nil {
+		return s.mux
+	}
+	return s.o.Auth.Middleware(s.mux)
+}
+
+// Auth returns Options.Auth.
+func (s *Server) Auth() *auth.Authenticator { return s.o.Auth }
+
+// require checks the caller holds role. Without Auth, reading is open and
+// acting refused.
+func (s *Server) require(ctx context.Context, role auth.Role) error {
+	if s.o.Auth == nil {
+		if role == auth.User {
+			return nil
+		}
+		return errs.E(errs.PermissionDenied, "api", "this server has no authentication configured: it is read-only")
+	}
+	return auth.Require(ctx, role)
+}
+
+// guard answers 403 to callers without the user role.
+func (s *Server) guard(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.require(r.Context(), auth.User); err != nil {
+			writeError(w, err)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// checkMutation guards a JSON action: the role, and an XSRF token unless
+// the caller used a bearer token.
+func (s *Server) checkMutation(r *http.Request, role auth.Role) error {
+	if s.o.Auth == nil {
+		return s.require(r.Context(), role)
+	}
+	return s.o.Auth.CheckMutation(r, role)
+}
 
 // Page is a list response with the cursor of the next page ("" at the end).
 type Page[T any] struct {
@@ -88,129 +166,160 @@ type Page[T any] struct {
 	NextCursor string `json:"next_cursor,omitempty"`
 }
 
-// PatchsetWithJobs is the body of /api/v1/cls/{id}.
-type PatchsetWithJobs struct {
-	Patchset *model.Patchset `json:"patchset"`
-	Jobs     []*model.Job    `json:"jobs"`
+// Whoami is the body of /api/v1/whoami: the caller, their roles, and an
+// XSRF token for JSON actions made without a bearer token.
+type Whoami struct {
+	auth.Identity
+	XSRFToken string `json:"xsrf_token,omitempty"`
 }
 
-func (s *server) listCLs(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	pq := store.PatchsetQuery{Owner: q.Get("owner"), Cursor: q.Get("cursor")}
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	out := Whoami{Identity: auth.Identity{Roles: []auth.Role{auth.User}}}
+	if s.o.Auth != nil {
+		out.Identity, _ = auth.FromContext(r.Context())
+		out.XSRFToken = s.o.Auth.XSRFToken(r.Context())
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getOverview(w http.ResponseWriter, r *http.Request) {
+	v, err := s.Overview(r.Context())
+	reply(w, v, err)
+}
+
+// ParsePatchsetsQuery reads the filters of /api/v1/cls and /cls:
+// change, owner, state (pending or ended; the old pending=true too),
+// limit, cursor.
+func ParsePatchsetsQuery(q url.Values) (store.PatchsetQuery, error) {
+	pq := store.PatchsetQuery{Owner: strings.TrimSpace(q.Get("owner")), Cursor: q.Get("cursor")}
 	var err error
 	if pq.Change, err = intParam(q.Get("change"), "change"); err != nil {
-		writeError(w, err)
-		return
+		return pq, err
 	}
 	if pq.Limit, err = intParam(q.Get("limit"), "limit"); err != nil {
-		writeError(w, err)
-		return
+		return pq, err
 	}
 	if v := q.Get("pending"); v != "" {
 		if pq.Pending, err = strconv.ParseBool(v); err != nil {
-			writeError(w, errs.E(errs.InvalidArgument, "api", "pending must be true or false"))
-			return
+			return pq, errs.E(errs.InvalidArgument, "api", "pending must be true or false")
 		}
 	}
-	items, next, err := s.o.Store.ListPatchsets(r.Context(), pq)
+	switch q.Get("state") {
+	case "", "all":
+	case "pending":
+		pq.Pending = true
+	case "ended":
+		pq.Ended = true
+	default:
+		return pq, errs.E(errs.InvalidArgument, "api", "state must be pending, ended or all, got %q", q.Get("state"))
+	}
+	return pq, pq.Check()
+}
+
+func (s *Server) listCLs(w http.ResponseWriter, r *http.Request) {
+	pq, err := ParsePatchsetsQuery(r.URL.Query())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Page[*model.Patchset]{Items: nonNil(items), NextCursor: next})
+	v, err := s.Patchsets(r.Context(), pq)
+	reply(w, v, err)
 }
 
-func (s *server) getCL(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, _, err := model.ParsePatchsetID(id); err != nil {
-		writeError(w, err)
-		return
-	}
-	ps, jobs, err := s.o.Store.GetPatchsetWithJobs(r.Context(), id)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, PatchsetWithJobs{Patchset: ps, Jobs: nonNil(jobs)})
+func (s *Server) getCL(w http.ResponseWriter, r *http.Request) {
+	v, err := s.Patchset(r.Context(), r.PathValue("id"))
+	reply(w, v, err)
 }
 
-func (s *server) listJobs(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	jq := store.JobQuery{Src: q.Get("src"), Worker: q.Get("worker"), Cursor: q.Get("cursor")}
+// ParseJobsQuery reads the filters of /api/v1/jobs and /jobs: state
+// (repeated or comma-separated), src, worker, order (queued, started or
+// ended), limit, cursor.
+func ParseJobsQuery(q url.Values) (store.JobQuery, error) {
+	jq := store.JobQuery{Src: q.Get("src"), Worker: q.Get("worker"), Cursor: q.Get("cursor"), OrderBy: store.JobOrder(q.Get("order"))}
 	var err error
 	if jq.Limit, err = intParam(q.Get("limit"), "limit"); err != nil {
-		writeError(w, err)
-		return
+		return jq, err
 	}
 	for _, v := range q["state"] {
 		for _, name := range strings.Split(v, ",") {
+			if strings.TrimSpace(name) == "" {
+				continue
+			}
 			st, err := model.ParseState(name)
 			if err != nil {
-				writeError(w, err)
-				return
+				return jq, err
 			}
 			jq.States = append(jq.States, st)
 		}
 	}
-	items, next, err := s.o.Store.ListJobs(r.Context(), jq)
+	return jq, jq.Check()
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	jq, err := ParseJobsQuery(r.URL.Query())
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Page[*model.Job]{Items: nonNil(items), NextCursor: next})
+	v, err := s.Jobs(r.Context(), jq)
+	reply(w, v, err)
 }
 
-func (s *server) getJob(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if _, err := model.ParseJobID(id); err != nil {
-		writeError(w, err)
-		return
-	}
-	j, err := s.o.Store.GetJob(r.Context(), id)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, j)
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	v, err := s.Job(r.Context(), r.PathValue("id"))
+	reply(w, v, err)
 }
 
-func (s *server) listBranches(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listBranches(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit, err := intParam(q.Get("limit"), "limit")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	items, next, err := s.o.Store.ListPostsubmits(r.Context(), q.Get("branch"), limit, q.Get("cursor"))
+	v, err := s.Postsubmits(r.Context(), q.Get("branch"), limit, q.Get("cursor"))
+	reply(w, v, err)
+}
+
+func (s *Server) getStats(w http.ResponseWriter, r *http.Request) {
+	window, err := ParseWindow(r.URL.Query().Get("window"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, Page[*model.Postsubmit]{Items: nonNil(items), NextCursor: next})
+	v, err := s.Stats(r.Context(), window)
+	reply(w, v, err)
 }
 
-func (s *server) listDead(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listDead(w http.ResponseWriter, r *http.Request) {
 	limit, err := intParam(r.URL.Query().Get("limit"), "limit")
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	var items []model.DeadTask
-	if s.o.Dead != nil {
-		if items, err = s.o.Dead.ListDead(r.Context(), store.Limit(limit)); err != nil {
-			writeError(w, err)
-			return
-		}
+	items, err := s.DeadTasks(r.Context(), limit)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
-	writeJSON(w, http.StatusOK, Page[model.DeadTask]{Items: nonNil(items)})
+	writeJSON(w, http.StatusOK, Page[model.DeadTask]{Items: items})
 }
 
-func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.o.Store.GetMeta(r.Context(), "healthz"); err != nil {
 		writeError(w, errs.Wrap(errs.Unavailable, "healthz: store", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// reply writes v, or err.
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 func intParam(v, name string) (int, error) {
@@ -231,7 +340,7 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// StatusOf maps an error code to an HTTP status.
+// StatusOf maps an error code to an HTTP status: the one place this happens.
 func StatusOf(err error) int {
 	switch errs.CodeOf(err) {
 	case errs.NotFound:
@@ -260,17 +369,22 @@ type ErrorBody struct {
 	} `json:"error"`
 }
 
-// writeError writes err as JSON with the status of its code. Internal errors
-// are logged and answered without their details.
+// PublicMessage is what a caller may see of err: internal errors are
+// logged and answered without their details.
+func PublicMessage(err error) string {
+	if StatusOf(err) == http.StatusInternalServerError {
+		slog.Error("api internal error", "err", err)
+		return "internal error"
+	}
+	return err.Error()
+}
+
+// writeError writes err as JSON with the status of its code.
 func writeError(w http.ResponseWriter, err error) {
 	var b ErrorBody
 	st := StatusOf(err)
 	b.Error.Code = errs.CodeOf(err).String()
-	b.Error.Message = err.Error()
-	if st == http.StatusInternalServerError {
-		slog.Error("api internal error", "err", err)
-		b.Error.Message = "internal error"
-	}
+	b.Error.Message = PublicMessage(err)
 	if b.Error.Code == errs.Unknown.String() {
 		b.Error.Code = "Internal"
 	}

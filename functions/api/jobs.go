@@ -1,15 +1,18 @@
 package api
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/blob"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
-	"github.com/tollgate-ci/tollgate/core/store"
+	"github.com/tollgate-ci/tollgate/functions/auth"
 )
 
 // LogChunk is the body of /api/v1/jobs/{id}/log: the bytes of the log from
@@ -29,7 +32,7 @@ const maxLogRead = 1 << 20
 // getLog answers the log from ?offset=N. With ?wait=1 and nothing new yet
 // while the job runs, it waits (long poll) until bytes arrive, the job
 // ends, or LongPoll passes. ?format=raw answers the bytes as text/plain.
-func (s *server) getLog(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if _, err := model.ParseJobID(id); err != nil {
 		writeError(w, err)
@@ -59,6 +62,11 @@ func (s *server) getLog(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
+		if off+int64(len(data)) < size {
+			// More follows: end this read on a whole UTF-8 character, so
+			// one is never split into two U+FFFD between reads.
+			data = data[:completeUTF8(data)]
+		}
 		done := j.State.Terminal()
 		if len(data) > 0 || done || !wait || time.Now().After(deadline) {
 			if q.Get("format") == "raw" {
@@ -81,6 +89,31 @@ func (s *server) getLog(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// completeUTF8 returns the length of b without a trailing incomplete UTF-8
+// sequence (at most 3 bytes are dropped; invalid bytes are kept).
+func completeUTF8(b []byte) int {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-3; i-- {
+		c := b[i]
+		if c < 0x80 {
+			return len(b) // ASCII: nothing pending
+		}
+		if c >= 0xC0 { // a leading byte: is its sequence complete?
+			need := 2
+			switch {
+			case c >= 0xF0:
+				need = 4
+			case c >= 0xE0:
+				need = 3
+			}
+			if len(b)-i < need {
+				return i
+			}
+			return len(b)
+		}
+	}
+	return len(b)
+}
+
 // Artifact is one entry of /api/v1/jobs/{id}/artifacts.
 type Artifact struct {
 	Name string `json:"name"`
@@ -88,7 +121,7 @@ type Artifact struct {
 	URL  string `json:"url"`
 }
 
-func (s *server) listArtifacts(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if _, err := model.ParseJobID(id); err != nil {
 		writeError(w, err)
@@ -98,31 +131,52 @@ func (s *server) listArtifacts(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	items := []Artifact{}
-	if s.o.Blobs != nil {
-		prefix := id + "/"
-		for cursor := ""; ; {
-			page, next, err := s.o.Blobs.List(r.Context(), prefix, 1000, cursor)
-			if err != nil {
-				writeError(w, err)
-				return
-			}
-			for _, a := range page {
-				name := a.Name[len(prefix):]
-				items = append(items, Artifact{Name: name, Size: a.Size, URL: "/api/v1/jobs/" + id + "/artifacts/" + name})
-			}
-			if next == "" {
-				break
-			}
-			cursor = next
-		}
+	items, err := s.Artifacts(r.Context(), id)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, Page[Artifact]{Items: items})
 }
 
+// Artifacts lists a job's artifacts, each with its download URL.
+func (s *Server) Artifacts(ctx context.Context, id string) ([]Artifact, error) {
+	if err := s.require(ctx, auth.User); err != nil {
+		return nil, err
+	}
+	items := []Artifact{}
+	if s.o.Blobs == nil {
+		return items, nil
+	}
+	prefix := id + "/"
+	for cursor := ""; ; {
+		page, next, err := s.o.Blobs.List(ctx, prefix, 1000, cursor)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range page {
+			name := a.Name[len(prefix):]
+			items = append(items, Artifact{Name: name, Size: a.Size, URL: "/api/v1/jobs/" + url.PathEscape(id) + "/artifacts/" + escapePath(name)})
+		}
+		if next == "" {
+			return items, nil
+		}
+		cursor = next
+	}
+}
+
+// escapePath escapes each segment of a slash-separated name.
+func escapePath(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}
+
 // getArtifact serves one artifact. Artifacts come from jobs, so they are
 // untrusted: they are served sandboxed (no scripts, no same-origin access).
-func (s *server) getArtifact(w http.ResponseWriter, r *http.Request) {
+func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) {
 	id, name := r.PathValue("id"), r.PathValue("name")
 	if _, err := model.ParseJobID(id); err != nil {
 		writeError(w, err)
@@ -158,45 +212,12 @@ func (s *server) getArtifact(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, rc)
 }
 
-// WorkerView is a worker with whether it counts as alive.
-type WorkerView struct {
-	*model.Worker
-	Alive bool `json:"alive"`
+func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
+	v, err := s.Workers(r.Context(), r.URL.Query().Get("sort"))
+	reply(w, v, err)
 }
 
-// WorkerDetail is the body of /api/v1/workers/{id}.
-type WorkerDetail struct {
-	Worker     WorkerView   `json:"worker"`
-	RecentJobs []*model.Job `json:"recent_jobs"`
-}
-
-func (s *server) view(wk *model.Worker) WorkerView {
-	return WorkerView{Worker: wk, Alive: s.o.WorkerDeath <= 0 || wk.Alive(s.o.Clock.Now(), s.o.WorkerDeath)}
-}
-
-func (s *server) listWorkers(w http.ResponseWriter, r *http.Request) {
-	ws, err := s.o.Store.ListWorkers(r.Context(), time.Time{})
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	items := make([]WorkerView, 0, len(ws))
-	for _, wk := range ws {
-		items = append(items, s.view(wk))
-	}
-	writeJSON(w, http.StatusOK, Page[WorkerView]{Items: items})
-}
-
-func (s *server) getWorker(w http.ResponseWriter, r *http.Request) {
-	wk, err := s.o.Store.GetWorker(r.Context(), r.PathValue("id"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	jobs, _, err := s.o.Store.ListJobs(r.Context(), store.JobQuery{Worker: wk.ID, Limit: 50})
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, WorkerDetail{Worker: s.view(wk), RecentJobs: nonNil(jobs)})
+func (s *Server) getWorker(w http.ResponseWriter, r *http.Request) {
+	v, err := s.Worker(r.Context(), r.PathValue("id"))
+	reply(w, v, err)
 }

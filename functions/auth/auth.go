@@ -230,6 +230,10 @@ type identified struct {
 // could not be established) in its context, for FromContext and Require.
 func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Context().Value(ctxKey{}).(identified); ok {
+			next.ServeHTTP(w, r) // identified by an outer handler already
+			return
+		}
 		id, err := a.Identify(r)
 		next.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id, err)))
 	})
