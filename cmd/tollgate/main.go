@@ -4,6 +4,8 @@
 //	    the whole controller in one process on embedded backends
 //	tollgate worker --server URL --enroll-secret-env VAR [--channel N]
 //	    a worker on another machine, over the worker API
+//	tollgate emulators up [--config FILE] [--dir DIR] [--min-port N] [--instances N] [--workers K]
+//	    the Google Cloud topology against the emulators, one process per function
 //	tollgate emulators gerrit [--listen ADDR]
 //	    the fake Gerrit alone, for tests and experiments
 //	tollgate version
@@ -29,6 +31,7 @@ const usage = `usage: tollgate <command> [flags]
 commands:
   up                 run the controller, API and scheduler in one process (embedded backends)
   worker             run a worker that joins a Tollgate server over the worker API
+  emulators up       run the Google Cloud topology locally: the emulators, one process per function, workers
   emulators gerrit   run the fake Gerrit server alone
   emulators monitoring  run the fake Cloud Monitoring MetricService alone
   version            print the version
@@ -64,7 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(args) > 1 && args[1] == "monitoring" {
 			return runFakeMonitoring(ctx, args[2:], stdout, stderr)
 		}
-		return fmt.Errorf("usage: tollgate emulators gerrit|monitoring [flags]")
+		if len(args) > 1 && (args[1] == "up" || args[1] == "function") { // function: hidden, a child of up
+			return runEmulatorsLauncher(ctx, args[1], args[2:], stdout, stderr)
+		}
+		return fmt.Errorf("usage: tollgate emulators up|gerrit|monitoring [flags]")
 	case "version":
 		fmt.Fprintln(stdout, "tollgate", Version)
 		return nil
