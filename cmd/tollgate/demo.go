@@ -17,57 +17,28 @@ import (
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
+	"github.com/tollgate-ci/tollgate/emulators/launcher"
 	fakemonitoring "github.com/tollgate-ci/tollgate/emulators/monitoring"
 )
 
-// The demo: a fake Gerrit in this process with a project, sample changes
-// from trusted and untrusted uploaders, and a config that watches it.
+// The demo: a fake Gerrit in this process with the launcher's sample
+// changes (emulators/launcher.DemoSeed) and its config, so `tollgate up
+// --demo` and `tollgate emulators up` tell the same story.
 const (
-	demoProject  = "demo/hello"
-	demoUserEnv  = "TOLLGATE_DEMO_GERRIT_USER"
-	demoPassEnv  = "TOLLGATE_DEMO_GERRIT_PASSWORD"
-	demoUser     = "tollgate-bot"
-	demoTrusted  = `.*@example\.com`
-	demoReviewer = "carol@example.com"
+	demoUserEnv = "TOLLGATE_EMULATORS_GERRIT_USER"
+	demoPassEnv = "TOLLGATE_EMULATORS_GERRIT_PASSWORD"
+	demoUser    = "tollgate-bot"
 	// demoGerritAddr is where the demo's fake Gerrit listens if it can.
 	demoGerritAddr = "127.0.0.1:8081"
+	// demoFirstChange is alice's change, which gets a second patchset.
+	demoFirstChange = 1
 )
-
-const demoConfig = `
-gerrit:
-  url: %s
-  project: demo/hello
-  branches: [main]
-  user_env: TOLLGATE_DEMO_GERRIT_USER
-  password_env: TOLLGATE_DEMO_GERRIT_PASSWORD
-  poll_interval: 2s
-  full_reconcile_interval: 1m
-trust:
-  trusted_emails: '.*@example\.com'
-  ready_label: Presubmit-Ready
-vote:
-  enabled: true
-  label: Code-Review
-  ui_url: http://%s
-jobs:
-  build:
-    command: [sh, -c, "echo building change $TOLLGATE_CHANGE patchset $TOLLGATE_PATCHSET; sleep 1; mkdir -p $TOLLGATE_ARTIFACTS_DIR/bin; echo binary > $TOLLGATE_ARTIFACTS_DIR/bin/hello; echo built"]
-  test:
-    command: [sh, -c, "echo running 3 tests; sleep 1; if [ \"$TOLLGATE_CHANGE\" = 4 ]; then echo 'FAIL: translation_test: missing plural forms'; exit 1; fi; echo 'all 3 tests passed'"]
-  lint:
-    command: [sh, -c, "echo linting; sleep 1; echo 'warning: line too long'; exit 1"]
-    skip_voting: true
-timeouts: {job: 10m, cl: 1h, worker_death: 1m}
-logs_ttl: 7d
-postsubmit: {interval: 1m}
-`
 
 type demo struct {
 	Config *config.Config
 	URL    string
 	Gerrit *fakegerrit.Server
 	log    *slog.Logger
-	first  fakegerrit.PatchSet // the change that gets a second patchset
 }
 
 // startDemo starts the fake Gerrit with its sample changes. listen is the
@@ -84,46 +55,18 @@ func startDemo(ctx context.Context, log *slog.Logger, listen string) (*demo, err
 		}
 	}
 	d := &demo{Gerrit: g, URL: url, log: log}
-	if err := d.seed(); err != nil {
+	if err := launcher.DemoSeed(g); err != nil {
 		g.Close()
 		return nil, err
 	}
 	os.Setenv(demoUserEnv, demoUser)
 	os.Setenv(demoPassEnv, password)
-	if d.Config, err = config.Parse(fmt.Appendf(nil, demoConfig, url, listen)); err != nil {
+	yaml := strings.NewReplacer("${GERRIT_URL}", url, "${API_URL}", "http://"+listen).Replace(launcher.DemoConfig)
+	if d.Config, err = config.Parse([]byte(yaml)); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("demo config: %w", err)
 	}
 	return d, nil
-}
-
-func (d *demo) seed() error {
-	if _, err := d.Gerrit.CreateBranch(demoProject, "main", fakegerrit.CommitSpec{Subject: "Initial commit", AuthorEmail: "alice@example.com"}); err != nil {
-		return err
-	}
-	var err error
-	if d.first, err = d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
-		Subject: "Add a greeting", OwnerEmail: "alice@example.com"}); err != nil {
-		return err
-	}
-	bob, err := d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
-		Subject: "Fix a typo in the README", OwnerEmail: "bob@example.com"})
-	if err != nil {
-		return err
-	}
-	if err := d.Gerrit.SetVote(bob.Change, demoReviewer, "Presubmit-Ready", 1); err != nil {
-		return err
-	}
-	if _, err := d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
-		Subject: "Speed up the build (untrusted, no label)", OwnerEmail: "mallory@untrusted.example"}); err != nil {
-		return err
-	}
-	dave, err := d.Gerrit.CreateChange(fakegerrit.ChangeSpec{Project: demoProject, Branch: "main",
-		Subject: "Add Esperanto translation (outside contributor, approved)", OwnerEmail: "dave@contributor.example"})
-	if err != nil {
-		return err
-	}
-	return d.Gerrit.SetVote(dave.Change, demoReviewer, "Presubmit-Ready", 1)
 }
 
 // Drive plays the demo's story once the runtime is up: after the first
@@ -131,7 +74,7 @@ func (d *demo) seed() error {
 // webhook (played here by deferring check_new_cl) tells Tollgate at once;
 // patchset 2's arrival cancels patchset 1's jobs.
 func (d *demo) Drive(ctx context.Context, rt *embedded) {
-	id := model.PatchsetID(d.first.Change, 1)
+	id := model.PatchsetID(demoFirstChange, 1)
 	for {
 		_, err := rt.Store.GetPatchset(ctx, id)
 		if err == nil {
@@ -147,12 +90,12 @@ func (d *demo) Drive(ctx context.Context, rt *embedded) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	if _, err := d.Gerrit.UploadPatchset(d.first.Change, fakegerrit.PatchSetSpec{UploaderEmail: "alice@example.com"}); err != nil {
+	if _, err := d.Gerrit.UploadPatchset(demoFirstChange, fakegerrit.PatchSetSpec{UploaderEmail: "alice@example.com"}); err != nil {
 		d.log.Error("demo: upload patchset 2", "err", err)
 		return
 	}
-	d.log.Info("demo: alice uploaded patchset 2 of change " + fmt.Sprint(d.first.Change))
-	if err := rt.Queue.Defer(ctx, controller.CheckNewCL, controller.CheckNewCLArgs{Change: d.first.Change}); err != nil {
+	d.log.Info("demo: alice uploaded patchset 2 of change " + fmt.Sprint(demoFirstChange))
+	if err := rt.Queue.Defer(ctx, controller.CheckNewCL, controller.CheckNewCLArgs{Change: demoFirstChange}); err != nil {
 		d.log.Error("demo: webhook", "err", err)
 	}
 }
@@ -189,8 +132,7 @@ func runFakeGerrit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	defer g.Close()
 	if *seed {
-		d := &demo{Gerrit: g}
-		if err := d.seed(); err != nil {
+		if err := launcher.DemoSeed(g); err != nil {
 			return err
 		}
 	}
