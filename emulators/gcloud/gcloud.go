@@ -15,13 +15,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-ci/tollgate/emulators/proctree"
 )
 
 // ErrNoCLI means the gcloud command is not installed.
@@ -142,90 +141,29 @@ func (e *Emulator) Pid() int { return e.cmd.Process.Pid }
 // returns once nothing of it is left.
 func (e *Emulator) Stop() error {
 	pgid := e.cmd.Process.Pid
-	pids := append(descendants(pgid), pgid)
+	pids := append(proctree.Descendants(pgid), pgid)
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	for _, p := range pids {
 		_ = syscall.Kill(p, syscall.SIGTERM)
 	}
 	deadline := time.Now().Add(e.o.Grace)
-	for time.Now().Before(deadline) && anyAlive(pids) {
+	for time.Now().Before(deadline) && proctree.AnyAlive(pids) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if anyAlive(pids) {
+	if proctree.AnyAlive(pids) {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		for _, p := range pids {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
 	}
 	<-e.done
-	for i := 0; i < 100 && anyAlive(pids); i++ {
+	for i := 0; i < 100 && proctree.AnyAlive(pids); i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if anyAlive(pids) {
+	if proctree.AnyAlive(pids) {
 		return fmt.Errorf("gcloud: %s emulator processes %v still alive after SIGKILL", e.Kind, pids)
 	}
 	return nil
-}
-
-// anyAlive reports whether any pid still runs (zombies count as gone).
-func anyAlive(pids []int) bool {
-	for _, p := range pids {
-		if syscall.Kill(p, 0) == nil && !zombie(p) {
-			return true
-		}
-	}
-	return false
-}
-
-func zombie(pid int) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] == 'Z'
-}
-
-// descendants lists the processes below pid, from /proc (Linux).
-func descendants(pid int) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	children := map[int][]int{}
-	for _, ent := range entries {
-		p, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
-			continue
-		}
-		if pp, err := strconv.Atoi(f[1]); err == nil {
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var out []int
-	var walk func(int)
-	walk = func(p int) {
-		for _, c := range children[p] {
-			out = append(out, c)
-			walk(c)
-		}
-	}
-	walk(pid)
-	return out
 }
 
 // FreePort returns a free TCP port on 127.0.0.1.

@@ -4,8 +4,9 @@ import (
 	"context"
 	"net"
 	"os"
-	"syscall"
 	"testing"
+
+	"github.com/tollgate-ci/tollgate/emulators/proctree"
 )
 
 // Starting and stopping each emulator leaves nothing running or listening.
@@ -21,7 +22,7 @@ func TestStartStopLeavesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pids := append(descendants(e.Pid()), e.Pid())
+		pids := append(proctree.Descendants(e.Pid()), e.Pid())
 		if len(pids) < 2 {
 			t.Errorf("%s: expected gcloud and a java child, found %v", k, pids)
 		}
@@ -29,7 +30,7 @@ func TestStartStopLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, p := range pids {
-			if syscall.Kill(p, 0) == nil && !zombie(p) {
+			if proctree.Alive(p) {
 				t.Errorf("%s: process %d survived Stop", k, p)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tollgate-ci/tollgate/emulators/gcloud"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
+	"github.com/tollgate-ci/tollgate/emulators/proctree"
 )
 
 var (
@@ -204,7 +205,7 @@ func TestTopology(t *testing.T) {
 			if c.Pid != 0 && c.Pid != self {
 				pids = append(pids, c.Pid)
 				if c.Kind == KindEmulator {
-					pids = append(pids, descendants(c.Pid)...) // java
+					pids = append(pids, proctree.Descendants(c.Pid)...) // java
 				}
 			}
 		}

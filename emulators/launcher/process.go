@@ -10,12 +10,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-ci/tollgate/emulators/proctree"
 )
 
 // Restart backoff of a child that exited.
@@ -252,7 +252,7 @@ func (c *child) signalStop() []int {
 	if pid == 0 {
 		return nil
 	}
-	pids := append(descendants(pid), pid)
+	pids := append(proctree.Descendants(pid), pid)
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	for _, p := range pids {
 		_ = syscall.Kill(p, syscall.SIGTERM)
@@ -280,7 +280,7 @@ func stopChildren(children []*child, grace time.Duration) error {
 		}
 	}
 	for _, s := range sent {
-		if len(s.pids) > 0 && anyAlive(s.pids) {
+		if len(s.pids) > 0 && proctree.AnyAlive(s.pids) {
 			pid := s.pids[len(s.pids)-1]
 			s.c.log.Warn("launcher: child ignored SIGTERM; killing", "child", s.c.name, "pid", pid)
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
@@ -292,10 +292,10 @@ func stopChildren(children []*child, grace time.Duration) error {
 	var alive []string
 	for _, s := range sent {
 		<-s.c.done
-		for i := 0; i < 100 && anyAlive(s.pids); i++ {
+		for i := 0; i < 100 && proctree.AnyAlive(s.pids); i++ {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if anyAlive(s.pids) {
+		if proctree.AnyAlive(s.pids) {
 			alive = append(alive, fmt.Sprintf("%s %v", s.c.name, s.pids))
 		}
 	}
@@ -305,71 +305,8 @@ func stopChildren(children []*child, grace time.Duration) error {
 	return nil
 }
 
-// anyAlive reports whether any pid still runs (zombies count as gone).
-func anyAlive(pids []int) bool {
-	for _, p := range pids {
-		if Alive(p) {
-			return true
-		}
-	}
-	return false
-}
-
 // Alive reports whether process pid exists and is not a zombie.
-func Alive(pid int) bool {
-	if pid <= 0 || syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return true // no /proc: trust kill(0)
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return !(i > 0 && len(s) > i+2 && s[i+2] == 'Z')
-}
-
-// descendants lists the processes below pid, from /proc (Linux; elsewhere
-// none).
-func descendants(pid int) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	children := map[int][]int{}
-	for _, ent := range entries {
-		p, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
-			continue
-		}
-		if pp, err := strconv.Atoi(f[1]); err == nil {
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var out []int
-	var walk func(int)
-	walk = func(p int) {
-		for _, c := range children[p] {
-			out = append(out, c)
-			walk(c)
-		}
-	}
-	walk(pid)
-	return out
-}
+func Alive(pid int) bool { return proctree.Alive(pid) }
 
 // tail returns the last n lines of the file at path.
 func tail(path string, n int) string {
