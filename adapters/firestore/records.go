@@ -68,29 +68,11 @@ func postsubmitFields(p *model.Postsubmit) (map[string]any, error) {
 	}, nil
 }
 
-// checkJobs enforces that ids lists exactly the ids of jobs, once each.
+// checkJobs enforces the shared create contract (store.CheckJobs) and
+// Firestore's bound on writes per commit.
 func checkJobs(ids []string, jobs []*model.Job) error {
-	if len(ids) != len(jobs) {
-		return errs.E(errs.InvalidArgument, "", "%d job ids for %d jobs", len(ids), len(jobs))
-	}
-	byID := make(map[string]bool, len(jobs))
-	for _, j := range jobs {
-		switch {
-		case j == nil || j.ID == "":
-			return errs.E(errs.InvalidArgument, "", "job without id")
-		case byID[j.ID]:
-			return errs.E(errs.InvalidArgument, "", "job %s given twice", j.ID)
-		case !j.State.Valid():
-			return errs.E(errs.InvalidArgument, "", "job %s has unknown state %q", j.ID, j.State)
-		}
-		byID[j.ID] = true
-	}
-	listed := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		if !byID[id] || listed[id] {
-			return errs.E(errs.InvalidArgument, "", "job ids %q do not match the jobs given", ids)
-		}
-		listed[id] = true
+	if err := store.CheckJobs(ids, jobs); err != nil {
+		return err
 	}
 	if len(jobs)+1 > maxWrites {
 		return errs.E(errs.InvalidArgument, "", "%d jobs: one commit takes at most %d documents", len(jobs), maxWrites)

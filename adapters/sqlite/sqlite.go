@@ -421,33 +421,6 @@ func getMany[T any](ctx context.Context, tx *sql.Tx, table string, ids []string,
 	return out, nil
 }
 
-// checkJobs enforces that ids lists exactly the ids of jobs, once each.
-func checkJobs(ids []string, jobs []*model.Job) error {
-	if len(ids) != len(jobs) {
-		return errs.E(errs.InvalidArgument, "", "%d job ids for %d jobs", len(ids), len(jobs))
-	}
-	byID := make(map[string]bool, len(jobs))
-	for _, j := range jobs {
-		switch {
-		case j == nil || j.ID == "":
-			return errs.E(errs.InvalidArgument, "", "job without id")
-		case byID[j.ID]:
-			return errs.E(errs.InvalidArgument, "", "job %s given twice", j.ID)
-		case !j.State.Valid():
-			return errs.E(errs.InvalidArgument, "", "job %s has unknown state %q", j.ID, j.State)
-		}
-		byID[j.ID] = true
-	}
-	listed := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		if !byID[id] || listed[id] {
-			return errs.E(errs.InvalidArgument, "", "job ids %q do not match the jobs given", ids)
-		}
-		listed[id] = true
-	}
-	return nil
-}
-
 // insertJobs inserts new jobs; an id that exists already is AlreadyExists.
 func insertJobs(ctx context.Context, tx *sql.Tx, jobs []*model.Job) error {
 	if len(jobs) == 0 {
@@ -500,7 +473,7 @@ func (s *Store) CreatePatchset(ctx context.Context, ps *model.Patchset, jobs []*
 	if ps == nil || ps.ID == "" {
 		return errs.E(errs.InvalidArgument, op, "patchset without id")
 	}
-	if err := checkJobs(ps.JobIDs, jobs); err != nil {
+	if err := store.CheckJobs(ps.JobIDs, jobs); err != nil {
 		return wrap(op, err)
 	}
 	data, err := encode(ps)
@@ -633,7 +606,7 @@ func (s *Store) CreatePostsubmit(ctx context.Context, p *model.Postsubmit, jobs 
 	if p == nil || p.ID == "" {
 		return errs.E(errs.InvalidArgument, op, "postsubmit without id")
 	}
-	if err := checkJobs(p.JobIDs, jobs); err != nil {
+	if err := store.CheckJobs(p.JobIDs, jobs); err != nil {
 		return wrap(op, err)
 	}
 	data, err := encode(p)

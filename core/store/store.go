@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 )
 
@@ -264,4 +265,33 @@ func CheckAddJobs(src string, jobs []*model.Job) ([]string, time.Time, error) {
 		}
 	}
 	return ids, newest, nil
+}
+
+// CheckJobs enforces the create contract shared by every adapter: ids lists
+// exactly the ids of jobs, once each, and every job has an id and a known
+// state. It returns InvalidArgument otherwise.
+func CheckJobs(ids []string, jobs []*model.Job) error {
+	if len(ids) != len(jobs) {
+		return errs.E(errs.InvalidArgument, "", "%d job ids for %d jobs", len(ids), len(jobs))
+	}
+	byID := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		switch {
+		case j == nil || j.ID == "":
+			return errs.E(errs.InvalidArgument, "", "job without id")
+		case byID[j.ID]:
+			return errs.E(errs.InvalidArgument, "", "job %s given twice", j.ID)
+		case !j.State.Valid():
+			return errs.E(errs.InvalidArgument, "", "job %s has unknown state %q", j.ID, j.State)
+		}
+		byID[j.ID] = true
+	}
+	listed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if !byID[id] || listed[id] {
+			return errs.E(errs.InvalidArgument, "", "job ids %q do not match the jobs given", ids)
+		}
+		listed[id] = true
+	}
+	return nil
 }
