@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/errs"
-	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 )
 
