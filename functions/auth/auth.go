@@ -387,3 +387,34 @@ func StoreKey(st store.Store) func(context.Context) ([]byte, error) {
 		return k, nil
 	}
 }
+
+// FromConfig returns the Authenticator the config describes: its ui
+// allow-lists, the bearer tokens of ui.api_tokens_env, and the XSRF key of
+// ui.xsrf_key_env or else one kept in st (StoreKey). local is for a server
+// listening on loopback only (LoopbackAddr).
+func FromConfig(cfg *config.Config, st store.Store, local bool) (*Authenticator, error) {
+	tokens, err := cfg.APITokens()
+	if err != nil {
+		return nil, err
+	}
+	key, err := cfg.XSRFKey()
+	if err != nil {
+		return nil, err
+	}
+	o := Options{UI: cfg.UI, Tokens: tokens, Local: local, Key: key}
+	if key == nil {
+		o.KeyFrom = StoreKey(st)
+	}
+	return New(o), nil
+}
+
+// LoopbackAddr reports whether a listen address ("127.0.0.1:8080",
+// "localhost:8080", "[::1]:0") accepts connections from this machine only.
+// An address without a host (":8080") listens everywhere: false.
+func LoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	return loopbackHost(host)
+}
