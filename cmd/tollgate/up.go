@@ -28,7 +28,8 @@ import (
 	"github.com/tollgate-ci/tollgate/core/metrics"
 	"github.com/tollgate-ci/tollgate/core/tasks"
 	"github.com/tollgate-ci/tollgate/core/worker"
-	"github.com/tollgate-ci/tollgate/functions/api"
+	"github.com/tollgate-ci/tollgate/functions/auth"
+	"github.com/tollgate-ci/tollgate/functions/ui"
 	"github.com/tollgate-ci/tollgate/functions/workerapi"
 )
 
@@ -189,7 +190,13 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle(workerapi.Prefix, rt.workerAPI)
-	mux.Handle("/", api.New(api.Options{Store: st, Dead: rt.Queue, Blobs: rt.Blobs, WorkerDeath: o.Config.Timeouts.WorkerDeath.D(), Log: o.Log}))
+	// The web UI, with the JSON API under /api/v1/ and /healthz.
+	webUI, err := ui.New(ui.Options{Config: o.Config, Store: st, Dead: rt.Queue, Blobs: rt.Blobs, Actions: ctrl,
+		Local: auth.LoopbackAddr(o.Listen), Version: Version, Log: o.Log})
+	if err != nil {
+		return fail(err)
+	}
+	mux.Handle("/", webUI)
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("listen: %w", err))
