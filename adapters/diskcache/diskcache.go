@@ -571,7 +571,7 @@ func (c *Cache) Put(ctx context.Context, d cache.Digest, r io.Reader) error {
 	if err := f.Close(); err != nil {
 		return mapErr(op, err)
 	}
-	committed = true // closed; the deferred cleanup only removes now
+	committed = true // closed: from here on, a failure removes tmp itself
 	now := c.clock.Now()
 	if err := c.root.Chtimes(tmp, now, now); err != nil {
 		c.root.Remove(tmp)
