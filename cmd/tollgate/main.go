@@ -21,6 +21,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tollgate-ci/tollgate/core/cache"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -31,6 +33,7 @@ const usage = `usage: tollgate <command> [flags]
 commands:
   up                 run the controller, API and scheduler in one process (embedded backends)
   worker             run a worker that joins a Tollgate server over the worker API
+  cache              inside a job: get, put, find-missing and refs in the artifact cache ($TOLLGATE_CACHE_URL)
   emulators up       run the Google Cloud topology locally: the emulators, one process per function, workers
   emulators gerrit   run the fake Gerrit server alone
   emulators monitoring  run the fake Cloud Monitoring MetricService alone
@@ -43,6 +46,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			os.Exit(int(code))
+		}
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "tollgate:", err)
 		}
@@ -60,6 +67,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runUp(ctx, args[1:], stdout, stderr)
 	case "worker":
 		return runWorker(ctx, args[1:], stdout, stderr)
+	case "cache":
+		// Inside a job: the artifact cache at $TOLLGATE_CACHE_URL.
+		if code := cache.RunCommand(ctx, args[1:], os.Getenv, os.Stdin, stdout, stderr); code != 0 {
+			return exitCode(code)
+		}
+		return nil
 	case "emulators":
 		if len(args) > 1 && args[1] == "gerrit" {
 			return runFakeGerrit(ctx, args[2:], stdout, stderr)
@@ -81,6 +94,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
 }
+
+// exitCode is an error that only sets the process's exit status (the
+// command already said why).
+type exitCode int
+
+func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
 
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
 	lvl := slog.LevelInfo

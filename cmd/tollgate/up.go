@@ -17,10 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tollgate-ci/tollgate/adapters/diskcache"
 	"github.com/tollgate-ci/tollgate/adapters/fsblob"
 	"github.com/tollgate-ci/tollgate/adapters/localqueue"
 	"github.com/tollgate-ci/tollgate/adapters/prom"
 	"github.com/tollgate-ci/tollgate/adapters/sqlite"
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/controller"
 	"github.com/tollgate-ci/tollgate/core/fleet"
@@ -118,6 +120,7 @@ type embedded struct {
 	Store      *sqlite.Store
 	Queue      *localqueue.Queue
 	Blobs      *fsblob.Bucket
+	Cache      *diskcache.Cache // nil when cache.disabled
 	Controller *controller.Controller
 	Fleet      *fleet.Service
 
@@ -177,14 +180,25 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if ctrl, err = controller.New(controller.Deps{Config: o.Config, Store: st, Tasks: rt.Queue, Gerrit: gc, Metrics: m, Log: o.Log}); err != nil {
+	var jobCache cache.Access // what workers hand to jobs; nil without a cache
+	var cleaned cache.Cache
+	if !o.Config.Cache.Disabled {
+		rt.Cache, err = diskcache.Open(ctx, filepath.Join(o.DataDir, "cache"), &diskcache.Options{
+			Options: cache.Options{MinHeadroom: int64(o.Config.Cache.MinHeadroom), MaxHeadroom: int64(o.Config.Cache.MaxHeadroom)},
+			Metrics: m, Log: o.Log})
+		if err != nil {
+			return fail(err)
+		}
+		jobCache, cleaned = rt.Cache, rt.Cache
+	}
+	if ctrl, err = controller.New(controller.Deps{Config: o.Config, Store: st, Tasks: rt.Queue, Gerrit: gc, Metrics: m, Log: o.Log, Cache: cleaned}); err != nil {
 		return fail(err)
 	}
 	rt.Controller = ctrl
 	if rt.Fleet, err = fleet.NewService(fleet.Options{Config: o.Config, Store: st, Tasks: rt.Queue, Blobs: rt.Blobs, Log: o.Log}); err != nil {
 		return fail(err)
 	}
-	rt.workerAPI = workerapi.NewHandler(workerapi.Options{Backend: rt.Fleet, Store: st, EnrollSecret: o.EnrollSecret,
+	rt.workerAPI = workerapi.NewHandler(workerapi.Options{Backend: rt.Fleet, Store: st, EnrollSecret: o.EnrollSecret, Cache: jobCache,
 		Channel: o.Channel, Log: o.Log})
 
 	mux := http.NewServeMux()
@@ -222,7 +236,7 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 	go rt.schedule(runCtx, every)
 	host, _ := os.Hostname()
 	for i := 1; i <= o.Workers; i++ {
-		w, err := worker.New(worker.Options{Backend: rt.Fleet, ID: fmt.Sprintf("local-%d", i), Host: host, Version: Version,
+		w, err := worker.New(worker.Options{Backend: rt.Fleet, Cache: jobCache, ID: fmt.Sprintf("local-%d", i), Host: host, Version: Version,
 			WorkDir: filepath.Join(o.DataDir, "work", fmt.Sprintf("local-%d", i)), Log: o.Log})
 		if err != nil {
 			rt.Close()
@@ -282,6 +296,9 @@ func (rt *embedded) closeAll() error {
 	}
 	if rt.Blobs != nil {
 		errList = append(errList, rt.Blobs.Close())
+	}
+	if rt.Cache != nil {
+		errList = append(errList, rt.Cache.Close())
 	}
 	if rt.Store != nil {
 		errList = append(errList, rt.Store.Close())

@@ -81,7 +81,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	opts.Backend = client
+	opts.Backend, opts.Cache = client, client
 	w, err := worker.New(opts)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -108,6 +108,9 @@ func runGCPWorker(ctx context.Context, s cloudrun.Settings, opts worker.Options,
 	}
 	defer rt.Close()
 	opts.Backend = rt.Fleet
+	if rt.Cache != nil {
+		opts.Cache = rt.Cache
+	}
 	w, err := worker.New(opts)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)

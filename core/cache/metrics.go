@@ -8,24 +8,15 @@ import (
 	"github.com/tollgate-ci/tollgate/core/metrics"
 )
 
-// Names of the metrics the backends write (no labels).
+// Names of the metrics the backends write (no labels); their descriptors
+// are in metrics.Catalogue.
 const (
-	MetricBytes          = "ci_cache_bytes"           // gauge, By: bytes stored
-	MetricObjects        = "ci_cache_objects"         // gauge, 1: objects stored
-	MetricEvictedBytes   = "ci_cache_evicted_bytes"   // counter, By: bytes evicted
-	MetricEvictedObjects = "ci_cache_evicted_objects" // counter, 1: objects evicted
-	MetricOldestAge      = "ci_cache_oldest_age"      // gauge, s: age of the least recently used object kept
+	MetricBytes          = metrics.CacheBytes          // gauge, By: bytes stored
+	MetricObjects        = metrics.CacheObjects        // gauge, 1: objects stored
+	MetricEvictedBytes   = metrics.CacheEvictedBytes   // counter, By: bytes evicted
+	MetricEvictedObjects = metrics.CacheEvictedObjects // counter, 1: objects evicted
+	MetricOldestAge      = metrics.CacheOldestAge      // gauge, s: age of the least recently used object kept
 )
-
-// MetricDescriptors describe the metrics above, for metrics.Catalogue.
-var MetricDescriptors = []metrics.Descriptor{
-	{Name: MetricBytes, Kind: metrics.Gauge, Unit: "By", Help: "Bytes of objects in the artifact cache."},
-	{Name: MetricObjects, Kind: metrics.Gauge, Unit: "1", Help: "Objects in the artifact cache."},
-	{Name: MetricEvictedBytes, Kind: metrics.Counter, Unit: "By", Help: "Bytes evicted from the artifact cache."},
-	{Name: MetricEvictedObjects, Kind: metrics.Counter, Unit: "1", Help: "Objects evicted from the artifact cache."},
-	{Name: MetricOldestAge, Kind: metrics.Gauge, Unit: "s",
-		Help: "Time since the least recently used object kept in the artifact cache was last used: the cache's retention in practice."},
-}
 
 // Sample is one set of values for the cache metrics.
 type Sample struct {

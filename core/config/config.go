@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tollgate-ci/tollgate/core/errs"
@@ -34,6 +36,7 @@ type Config struct {
 	Postsubmit Postsubmit     `yaml:"postsubmit"`
 	Tasks      Tasks          `yaml:"tasks"`
 	UI         UI             `yaml:"ui"`
+	Cache      Cache          `yaml:"cache"`
 
 	trusted *regexp.Regexp
 }
@@ -159,6 +162,43 @@ type Tasks struct {
 	MaxAttempts int `yaml:"max_attempts"`
 }
 
+// Cache configures the artifact cache shared by jobs: on the embedded
+// runtime a directory under --data governed by the disk's free space, on
+// Google Cloud a bucket governed by Quota.
+type Cache struct {
+	// Disabled turns the cache off (no TOLLGATE_CACHE_URL for jobs).
+	Disabled bool `yaml:"disabled"`
+	// When free space (or the quota's remainder) falls below MinHeadroom,
+	// least recently used objects are evicted until it is MaxHeadroom.
+	MinHeadroom Bytes `yaml:"min_headroom"`
+	MaxHeadroom Bytes `yaml:"max_headroom"`
+	// CleanupInterval is how often cache_cleanup runs from the tick.
+	CleanupInterval Duration `yaml:"cleanup_interval"`
+	// Bucket, Prefix, Quota and TouchInterval apply on Google Cloud; without
+	// Bucket there is no cache there.
+	Bucket        string   `yaml:"bucket"`
+	Prefix        string   `yaml:"prefix"`
+	Quota         Bytes    `yaml:"quota"`
+	TouchInterval Duration `yaml:"touch_interval"`
+}
+
+// Bytes is a size written as "10GB", "512MiB" or a plain number of bytes.
+type Bytes int64
+
+// UnmarshalYAML parses a size.
+func (b *Bytes) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("want a size such as 10GB or 512MiB")
+	}
+	v, err := humanize.ParseBytes(s)
+	if err != nil || v > math.MaxInt64 {
+		return fmt.Errorf("bad size %q: want a size such as 10GB or 512MiB", s)
+	}
+	*b = Bytes(v)
+	return nil
+}
+
 // Duration is a time.Duration written as "90s", "15m", "3h" or "7d".
 type Duration time.Duration
 
@@ -215,6 +255,8 @@ func Defaults() Config {
 		Postsubmit: Postsubmit{Interval: Duration(time.Hour)},
 		Tasks:      Tasks{MaxAttempts: 5},
 		UI:         UI{LocalUser: "local@localhost"},
+		Cache: Cache{MinHeadroom: 2 << 30, MaxHeadroom: 10 << 30, CleanupInterval: Duration(15 * time.Minute),
+			Prefix: "cache/", TouchInterval: Duration(time.Hour)},
 	}
 }
 
@@ -370,6 +412,18 @@ func (c *Config) Validate() error {
 		if k.v != "" && !envNameRE.MatchString(k.v) {
 			bad(k.key, "%q is not an environment variable name", k.v)
 		}
+	}
+	if c.Cache.MinHeadroom < 0 || c.Cache.MaxHeadroom <= c.Cache.MinHeadroom {
+		bad("cache.max_headroom", "must exceed cache.min_headroom")
+	}
+	if c.Cache.CleanupInterval.D() < time.Minute {
+		bad("cache.cleanup_interval", "must be at least 1m")
+	}
+	if c.Cache.Bucket != "" && c.Cache.Quota <= c.Cache.MaxHeadroom {
+		bad("cache.quota", "required with cache.bucket, and larger than cache.max_headroom")
+	}
+	if c.Cache.TouchInterval.D() < time.Second {
+		bad("cache.touch_interval", "must be at least 1s (Cloud Storage allows one metadata update per object per second)")
 	}
 	if len(p) > 0 {
 		sort.Strings(p)

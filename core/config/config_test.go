@@ -54,6 +54,13 @@ func TestParseGoodConfigWithDefaults(t *testing.T) {
 			t.Errorf("Trusted(%q) = %v", email, !want)
 		}
 	}
+	if c.Cache.MinHeadroom != 2<<30 || c.Cache.MaxHeadroom != 10<<30 || c.Cache.Bucket != "" {
+		t.Errorf("cache defaults = %+v", c.Cache)
+	}
+	if c2, err := Parse([]byte(good + "cache: {min_headroom: 512MiB, max_headroom: 3GB, bucket: b, quota: 100GB}\n")); err != nil ||
+		c2.Cache.MinHeadroom != 512<<20 || c2.Cache.MaxHeadroom != 3e9 || c2.Cache.Quota != 100e9 {
+		t.Errorf("cache sizes: %+v, %v", c2.Cache, err)
+	}
 	if got := c.JobNames(); strings.Join(got, ",") != "lint,linux-clang" {
 		t.Errorf("JobNames = %v", got)
 	}
@@ -75,6 +82,9 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"ui_url: https://ci.example.com => ui_url: javascript:alert(1)", "vote.ui_url"},
 		{"password_env: GERRIT_PASSWORD => password_env: ''", "gerrit.user_env"},
 		{"logs_ttl: 7d => logs_ttl: 7d\nsurprise: 1", "surprise"},
+		{"logs_ttl: 7d => logs_ttl: 7d\ncache: {min_headroom: 5GB, max_headroom: 1GB}", "cache.max_headroom"},
+		{"logs_ttl: 7d => logs_ttl: 7d\ncache: {min_headroom: lots}", "bad size"},
+		{"logs_ttl: 7d => logs_ttl: 7d\ncache: {bucket: b}", "cache.quota"},
 	} {
 		old, new, _ := strings.Cut(tc.edit, " => ")
 		if !strings.Contains(good, old) {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/clock"
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/errs"
@@ -44,13 +45,14 @@ const (
 	UpdateCLMetrics     = "update_cl_metrics"
 	UpdateJobMetrics    = "update_job_metrics"
 	UpdateQueueMetrics  = "update_queue_metrics"
+	CacheCleanup        = "cache_cleanup"
 )
 
 // Actions lists every action Handle accepts.
 var Actions = []string{Tick, CheckNewCLs, CheckNewCL, CancelOlderJobs, CheckPendingCLs,
 	CheckPendingCL, CommentAndVote, QueuePostsubmitJobs, CancelJob, DeleteStaleJobs,
 	ReapDeadWorkers, DeleteExpiredLogs, DeleteJobLogs, UpdateCLMetrics, UpdateJobMetrics,
-	UpdateQueueMetrics}
+	UpdateQueueMetrics, CacheCleanup}
 
 // Deps are what the controller runs on. Config, Store, Tasks and Gerrit are required.
 type Deps struct {
@@ -61,6 +63,8 @@ type Deps struct {
 	Metrics metrics.Metrics // default: discard
 	Clock   clock.Clock     // default: real
 	Log     *slog.Logger    // default: slog.Default()
+	// Cache, if set, is cleaned by cache_cleanup every cache.cleanup_interval.
+	Cache cache.Cache
 }
 
 // Controller runs the actions.
@@ -72,6 +76,7 @@ type Controller struct {
 	m     metrics.Metrics
 	clock clock.Clock
 	log   *slog.Logger
+	cache cache.Cache
 
 	// Settings tests may shorten.
 	PageSize      int           // changes per Gerrit query page
@@ -98,7 +103,7 @@ func New(d Deps) (*Controller, error) {
 		d.Log = slog.Default()
 	}
 	return &Controller{
-		cfg: d.Config, st: d.Store, tq: d.Tasks, gr: d.Gerrit, m: d.Metrics, clock: d.Clock, log: d.Log,
+		cfg: d.Config, st: d.Store, tq: d.Tasks, gr: d.Gerrit, m: d.Metrics, clock: d.Clock, log: d.Log, cache: d.Cache,
 		PageSize: 100, MaxPages: 200, Overlap: 5 * time.Minute, VoteLease: 2 * time.Minute,
 		WorkerRemoval: 12 * time.Hour, StaleEvery: 15 * time.Minute, LogsEvery: 15 * time.Minute,
 	}, nil
@@ -181,6 +186,12 @@ func (c *Controller) dispatch(ctx context.Context, t tasks.Task) error {
 		return decodeThen(t, &a, func() error { return c.UpdateJobMetrics(ctx, a.JobIDs) })
 	case UpdateQueueMetrics:
 		return c.UpdateQueueMetrics(ctx)
+	case CacheCleanup:
+		var a cache.CleanupOptions
+		if err := tasks.Unmarshal(t, &a); err != nil {
+			return err
+		}
+		return c.CacheCleanup(ctx, a)
 	}
 	return errs.E(errs.InvalidArgument, "controller.Handle", "unknown action %q", t.Action)
 }

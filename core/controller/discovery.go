@@ -52,6 +52,13 @@ func (c *Controller) Tick(ctx context.Context, taskID string) error {
 		{DeleteStaleJobs, c.StaleEvery, nil},
 		{DeleteExpiredLogs, c.LogsEvery, nil},
 	}
+	if c.cache != nil {
+		periodic = append(periodic, struct {
+			action string
+			every  time.Duration
+			args   any
+		}{CacheCleanup, c.cfg.Cache.CleanupInterval.D(), nil})
+	}
 	for _, b := range c.cfg.Gerrit.Branches {
 		periodic = append(periodic, struct {
 			action string

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ci/tollgate/adapters/sqlite"
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/clock"
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/controller"
@@ -208,6 +209,11 @@ func (e *env) withMetrics(m metrics.Metrics) *controller.Controller { return e.n
 
 func (e *env) newController(st store.Store, m metrics.Metrics) *controller.Controller {
 	e.t.Helper()
+	return e.newControllerWith(st, m, nil)
+}
+
+func (e *env) newControllerWith(st store.Store, m metrics.Metrics, cc cache.Cache) *controller.Controller {
+	e.t.Helper()
 	user, pw, err := e.cfg.Credentials()
 	if err != nil {
 		e.t.Fatal(err)
@@ -217,7 +223,7 @@ func (e *env) newController(st store.Store, m metrics.Metrics) *controller.Contr
 		e.t.Fatal(err)
 	}
 	c, err := controller.New(controller.Deps{Config: e.cfg, Store: st, Tasks: e.tq, Gerrit: gc, Clock: e.clock, Metrics: m,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Cache: cc})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
 	"github.com/tollgate-ci/tollgate/core/store"
@@ -166,4 +167,21 @@ func (c *Controller) listAll(ctx context.Context, q store.JobQuery) ([]*model.Jo
 		}
 		q.Cursor = next
 	}
+}
+
+// CacheCleanup evicts least recently used artifact-cache objects until the
+// cache has its head room back (or, in a dry run, reports what it would
+// evict). Another cleanup holding the cache's lease makes this a no-op.
+func (c *Controller) CacheCleanup(ctx context.Context, o cache.CleanupOptions) error {
+	if c.cache == nil {
+		c.log.InfoContext(ctx, "cache_cleanup: no cache configured")
+		return nil
+	}
+	rep, err := c.cache.Cleanup(ctx, o)
+	if err != nil {
+		return err
+	}
+	c.log.InfoContext(ctx, "cache cleaned", "dry_run", rep.DryRun, "busy", rep.Busy, "evicted_objects", rep.EvictedObjects,
+		"evicted_bytes", rep.EvictedBytes, "free_after", rep.FreeAfter, "objects", rep.Objects, "short", rep.Short)
+	return nil
 }

@@ -45,6 +45,12 @@ const (
 	WorkersBusy      = "ci_workers_busy"
 	JobsQueued       = "ci_jobs_queued"
 	JobsRunning      = "ci_jobs_running"
+	// The artifact cache's (core/cache).
+	CacheBytes          = "ci_cache_bytes"
+	CacheObjects        = "ci_cache_objects"
+	CacheEvictedBytes   = "ci_cache_evicted_bytes"
+	CacheEvictedObjects = "ci_cache_evicted_objects"
+	CacheOldestAge      = "ci_cache_oldest_age"
 )
 
 // Catalogue lists every metric Tollgate writes.
@@ -61,6 +67,11 @@ var Catalogue = []Descriptor{
 	{WorkersBusy, Gauge, "1", nil, "Live workers running a job."},
 	{JobsQueued, Gauge, "1", nil, "Jobs waiting for a worker."},
 	{JobsRunning, Gauge, "1", nil, "Jobs running on a worker."},
+	{CacheBytes, Gauge, "By", nil, "Bytes of objects in the artifact cache."},
+	{CacheObjects, Gauge, "1", nil, "Objects in the artifact cache."},
+	{CacheEvictedBytes, Counter, "By", nil, "Bytes evicted from the artifact cache."},
+	{CacheEvictedObjects, Counter, "1", nil, "Objects evicted from the artifact cache."},
+	{CacheOldestAge, Gauge, "s", nil, "Time since the least recently used object kept in the artifact cache was last used: its retention in practice."},
 }
 
 // Lookup returns the descriptor of name.

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"os"
 
+	"cloud.google.com/go/storage"
 	"google.golang.org/api/option"
 	monitoredrespb "google.golang.org/genproto/googleapis/api/monitoredres"
 	"google.golang.org/grpc"
@@ -14,8 +16,11 @@ import (
 
 	"github.com/tollgate-ci/tollgate/adapters/firestore"
 	"github.com/tollgate-ci/tollgate/adapters/gcs"
+	"github.com/tollgate-ci/tollgate/adapters/gcscache"
 	"github.com/tollgate-ci/tollgate/adapters/monitoring"
 	"github.com/tollgate-ci/tollgate/core/blob"
+	"github.com/tollgate-ci/tollgate/core/cache"
+	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/metrics"
 	"github.com/tollgate-ci/tollgate/core/store"
 )
@@ -45,6 +50,15 @@ var (
 	}
 	openBlobs = func(ctx context.Context, bucket string) (blob.Bucket, error) {
 		return gcs.Open(ctx, bucket)
+	}
+	openCache = func(ctx context.Context, c config.Cache, m metrics.Metrics, log *slog.Logger) (cache.Cache, error) {
+		client, err := storage.NewClient(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return gcscache.Open(client, c.Bucket, &gcscache.Options{
+			Options: cache.Options{MinHeadroom: int64(c.MinHeadroom), MaxHeadroom: int64(c.MaxHeadroom)},
+			Quota:   int64(c.Quota), Prefix: c.Prefix, TouchInterval: c.TouchInterval.D(), Metrics: m, Log: log})
 	}
 	openMetrics = func(ctx context.Context, project string) (metrics.Metrics, error) {
 		var opts []option.ClientOption

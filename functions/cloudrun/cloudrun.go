@@ -48,6 +48,7 @@ import (
 
 	"github.com/tollgate-ci/tollgate/adapters/pubsub"
 	"github.com/tollgate-ci/tollgate/core/blob"
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/controller"
 	"github.com/tollgate-ci/tollgate/core/errs"
@@ -145,6 +146,9 @@ type Adapters struct {
 	OpenTasks   func(ctx context.Context, project, prefix string) (*pubsub.Tasks, error)
 	OpenBlobs   func(ctx context.Context, bucket string) (blob.Bucket, error)
 	OpenMetrics func(ctx context.Context, project string) (metrics.Metrics, error)
+	// OpenCache opens the artifact cache of the config's cache section; it
+	// is only called when cache.bucket is set.
+	OpenCache func(ctx context.Context, c config.Cache, m metrics.Metrics, log *slog.Logger) (cache.Cache, error)
 	// ReadConfig reads the config at a path or gs:// URL.
 	ReadConfig func(ctx context.Context, location string) ([]byte, error)
 }
@@ -166,6 +170,9 @@ func (a Adapters) withDefaults() Adapters {
 	if a.ReadConfig == nil {
 		a.ReadConfig = d.ReadConfig
 	}
+	if a.OpenCache == nil {
+		a.OpenCache = d.OpenCache
+	}
 	return a
 }
 
@@ -180,6 +187,7 @@ func DefaultAdapters() Adapters {
 		},
 		OpenBlobs:   openBlobs,
 		OpenMetrics: openMetrics,
+		OpenCache:   openCache,
 		ReadConfig:  ReadConfig,
 	}
 }
@@ -192,6 +200,7 @@ type Runtime struct {
 	Tasks      *pubsub.Tasks
 	Blobs      blob.Bucket
 	Metrics    metrics.Metrics
+	Cache      cache.Cache // nil without cache.bucket
 	Controller *controller.Controller
 	Fleet      *fleet.Service
 	Log        *slog.Logger
@@ -248,8 +257,13 @@ func Build(ctx context.Context, s Settings, a Adapters, log *slog.Logger) (*Runt
 	if err != nil {
 		return nil, err
 	}
+	if rt.Config.Cache.Bucket != "" && !rt.Config.Cache.Disabled {
+		if rt.Cache, err = a.OpenCache(ctx, rt.Config.Cache, rt.Metrics, log); err != nil {
+			return nil, err
+		}
+	}
 	if rt.Controller, err = controller.New(controller.Deps{Config: rt.Config, Store: rt.Store, Tasks: rt.Tasks,
-		Gerrit: gc, Metrics: rt.Metrics, Log: log}); err != nil {
+		Gerrit: gc, Metrics: rt.Metrics, Log: log, Cache: rt.Cache}); err != nil {
 		return nil, err
 	}
 	if rt.Fleet, err = fleet.NewService(fleet.Options{Config: rt.Config, Store: rt.Store, Tasks: rt.Tasks,
@@ -259,9 +273,20 @@ func Build(ctx context.Context, s Settings, a Adapters, log *slog.Logger) (*Runt
 	return rt, nil
 }
 
+// cacheAccess keeps a nil cache a nil interface.
+func cacheAccess(c cache.Cache) cache.Access {
+	if c == nil {
+		return nil
+	}
+	return c
+}
+
 // Close closes the adapters Build opened.
 func (rt *Runtime) Close() error {
 	var list []error
+	if rt.Cache != nil {
+		list = append(list, rt.Cache.Close())
+	}
 	if rt.Tasks != nil {
 		list = append(list, rt.Tasks.Close())
 	}
@@ -397,7 +422,7 @@ func (f *Functions) handlers(rt *Runtime) *handlers {
 			Project: cfg.Gerrit.Project, Branches: cfg.Gerrit.Branches, ReadyLabel: cfg.Trust.ReadyLabel, Log: rt.Log}),
 		api: api.New(api.Options{Store: rt.Store, Dead: rt.Tasks, Blobs: rt.Blobs,
 			WorkerDeath: cfg.Timeouts.WorkerDeath.D(), Log: rt.Log}),
-		workerAPI: workerapi.NewHandler(workerapi.Options{Backend: rt.Fleet, Store: rt.Store,
+		workerAPI: workerapi.NewHandler(workerapi.Options{Backend: rt.Fleet, Store: rt.Store, Cache: cacheAccess(rt.Cache),
 			EnrollSecret: rt.Settings.EnrollSecret, Channel: rt.Settings.Channel, Log: rt.Log}),
 		events: map[string]func(context.Context, event.Event) error{},
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tollgate-ci/tollgate/adapters/pubsub"
 	"github.com/tollgate-ci/tollgate/core/blob"
+	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/fleet"
 	"github.com/tollgate-ci/tollgate/core/store"
@@ -21,6 +22,7 @@ type FleetRuntime struct {
 	Store  store.Store
 	Tasks  *pubsub.Tasks
 	Blobs  blob.Bucket
+	Cache  cache.Cache // nil without cache.bucket
 	Fleet  *fleet.Service
 }
 
@@ -54,6 +56,11 @@ func BuildFleet(ctx context.Context, s Settings, a Adapters, log *slog.Logger) (
 	if rt.Blobs, err = a.OpenBlobs(ctx, s.BlobBucket); err != nil {
 		return nil, err
 	}
+	if rt.Config.Cache.Bucket != "" && !rt.Config.Cache.Disabled {
+		if rt.Cache, err = a.OpenCache(ctx, rt.Config.Cache, nil, log); err != nil {
+			return nil, err
+		}
+	}
 	if rt.Fleet, err = fleet.NewService(fleet.Options{Config: rt.Config, Store: rt.Store, Tasks: rt.Tasks,
 		Blobs: rt.Blobs, Log: log}); err != nil {
 		return nil, err
@@ -65,6 +72,9 @@ func BuildFleet(ctx context.Context, s Settings, a Adapters, log *slog.Logger) (
 // Close closes what BuildFleet opened.
 func (rt *FleetRuntime) Close() error {
 	var list []error
+	if rt.Cache != nil {
+		list = append(list, rt.Cache.Close())
+	}
 	if rt.Tasks != nil {
 		list = append(list, rt.Tasks.Close())
 	}
