@@ -34,18 +34,21 @@ func (c chart) y(v float64) float64 {
 	return c.h - c.bottom - (c.h-c.top-c.bottom)*v/c.ymax
 }
 
-// niceMax rounds v up to 1, 2 or 5 times a power of ten (at least 1).
+// niceMax returns an axis maximum for values up to v: four steps of 1, 2
+// or 5 times a power of ten, so the grid lines fall on whole numbers.
 func niceMax(v float64) float64 {
-	if v <= 1 {
-		return 1
-	}
-	p := math.Pow(10, math.Floor(math.Log10(v)))
-	for _, m := range []float64{1, 2, 5, 10} {
-		if v <= m*p {
-			return m * p
+	step := 1.0
+	if v > 4 {
+		p := math.Pow(10, math.Floor(math.Log10(v/4)))
+		step = 10 * p
+		for _, m := range []float64{1, 2, 5} {
+			if v/4 <= m*p {
+				step = m * p
+				break
+			}
 		}
 	}
-	return 10 * p
+	return 4 * step
 }
 
 func esc(s string) string { return template.HTMLEscapeString(s) }

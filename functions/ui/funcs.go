@@ -19,7 +19,7 @@ var stateInfo = map[model.State]struct{ icon, name, help string }{
 	model.Started:     {"▶", "running", "A worker is running it"},
 	model.Completed:   {"✓", "completed", "Ran and passed (exit code 0)"},
 	model.Failed:      {"✗", "failed", "Ran and failed (non-zero exit code)"},
-	model.TimedOut:    {"⏱", "timed out", "Ran longer than its timeout and was killed"},
+	model.TimedOut:    {"◕", "timed out", "Ran longer than its timeout and was killed"},
 	model.Cancelled:   {"⊘", "cancelled", "Cancelled: by a newer patchset, a person, or timeouts.cl"},
 	model.Interrupted: {"↯", "interrupted", "Its worker shut down during both attempts: an infrastructure failure"},
 	model.BotDied:     {"☠", "bot died", "Its worker stopped heartbeating during both attempts: an infrastructure failure"},

@@ -20,7 +20,7 @@
     if (el) new LogViewer(el).start();
   });
 
-  var ICONS = {QUEUED: '◷', STARTED: '▶', COMPLETED: '✓', FAILED: '✗', TIMED_OUT: '⏱', CANCELLED: '⊘', INTERRUPTED: '↯', BOT_DIED: '☠'};
+  var ICONS = {QUEUED: '◷', STARTED: '▶', COMPLETED: '✓', FAILED: '✗', TIMED_OUT: '◕', CANCELLED: '⊘', INTERRUPTED: '↯', BOT_DIED: '☠'};
   var TERMINAL = {COMPLETED: 1, FAILED: 1, TIMED_OUT: 1, CANCELLED: 1, INTERRUPTED: 1, BOT_DIED: 1};
 
   // Lines per block (a block is skipped by layout while off screen: CSS
@@ -255,12 +255,39 @@
         badge.textContent = '';
         badge.appendChild(s);
       }
+      var times = document.getElementById('job-times');
+      if (times) {
+        var t = 'waited ' + dur(j.queue_seconds);
+        if (j.run_seconds) t += ' · ran ' + dur(j.run_seconds);
+        if (j.exit_code) t += ' · exit code ' + j.exit_code;
+        if (j.reason) t += ' · ' + j.reason;
+        times.textContent = t;
+      }
+      var wk = document.getElementById('job-worker');
+      if (wk && j.worker) {
+        var a = document.createElement('a');
+        a.href = '/workers/' + encodeURIComponent(j.worker);
+        a.textContent = j.worker;
+        wk.textContent = '';
+        wk.appendChild(a);
+        wk.appendChild(document.createTextNode(' · attempt ' + j.attempt));
+      }
       var ended = !!TERMINAL[j.state];
       var c = document.getElementById('cancel-form'), rt = document.getElementById('retry-form');
       if (c) c.hidden = ended;
       if (rt) rt.hidden = !ended;
     } catch (e) { /* the page still shows the log */ }
   };
+
+  // dur writes seconds as the server does: "0.4 s", "12 s", "4 min 05 s".
+  function dur(s) {
+    if (!(s > 0)) return '0 s';
+    if (s < 10) return s.toFixed(1) + ' s';
+    if (s < 60) return Math.round(s) + ' s';
+    var pad = function (n) { return (n < 10 ? '0' : '') + n; };
+    if (s < 3600) return Math.floor(s / 60) + ' min ' + pad(Math.floor(s % 60)) + ' s';
+    return Math.floor(s / 3600) + ' h ' + pad(Math.floor(s % 3600 / 60)) + ' min';
+  }
 
   // overstrike keeps what a terminal would show of a line with carriage
   // returns (progress bars): the text after the last one.
