@@ -70,11 +70,29 @@ func (s *Server) getLog(w http.ResponseWriter, r *http.Request) {
 		done := j.State.Terminal()
 		if len(data) > 0 || done || !wait || time.Now().After(deadline) {
 			if q.Get("format") == "raw" {
+				// Without wait, raw is the whole log from off (as it is
+				// now); with wait, one chunk, like the JSON.
+				end := off + int64(len(data))
+				if !wait {
+					end = max(end, size)
+				}
 				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 				w.Header().Set("X-Content-Type-Options", "nosniff")
-				w.Header().Set("X-Log-Next-Offset", strconv.FormatInt(off+int64(len(data)), 10))
-				w.Header().Set("X-Log-Complete", strconv.FormatBool(done && off+int64(len(data)) >= size))
-				_, _ = w.Write(data)
+				w.Header().Set("X-Log-Next-Offset", strconv.FormatInt(end, 10))
+				w.Header().Set("X-Log-Complete", strconv.FormatBool(done && end >= size))
+				if _, err := w.Write(data); err != nil {
+					return
+				}
+				for at := off + int64(len(data)); at < end; {
+					more, _, err := s.o.Store.ReadLog(ctx, id, at, int(min(maxLogRead, end-at)))
+					if err != nil || len(more) == 0 {
+						return // the answer is cut short; the client sees fewer bytes than X-Log-Next-Offset says
+					}
+					if _, err := w.Write(more); err != nil {
+						return
+					}
+					at += int64(len(more))
+				}
 				return
 			}
 			writeJSON(w, http.StatusOK, LogChunk{Offset: off, NextOffset: off + int64(len(data)), Size: size,

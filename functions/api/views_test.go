@@ -173,3 +173,17 @@ func TestDistribute(t *testing.T) {
 		t.Fatalf("empty = %+v", z)
 	}
 }
+
+// format=raw without wait streams the whole log, past one read's limit.
+func TestRawLogIsWhole(t *testing.T) {
+	e := newAPIEnv(t, uiConfig, false)
+	id := e.f.QueuedJob
+	text := strings.Repeat("0123456789abcdef\n", 150000) // 2.5 MB: three reads
+	if err := e.st.AppendLog(t.Context(), id, 0, []byte(text), apitest.Now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	st, b := e.call(t, "GET", "/api/v1/jobs/"+id+"/log?format=raw&offset=17", tokUser)
+	if st != 200 || string(b) != text[17:] {
+		t.Fatalf("raw log: %d, %d bytes, want %d", st, len(b), len(text)-17)
+	}
+}
