@@ -265,6 +265,41 @@ func TestBrowser(t *testing.T) {
 	// A line link: #L42 highlights line 42.
 	do("line link", chromedp.Navigate(base+"/jobs/"+testID+"#L42"), chromedp.WaitVisible(chromedp.CSS(`#L42.hl`)))
 
+	// A 10 MB log loads whole without freezing the page: no task of the
+	// page's main thread takes long (Chrome reports tasks over 50 ms).
+	bigID := jobOf(t, rt, "cls/1-1", "build") // cancelled by patchset 2: ended
+	const bigLines = 131072
+	var chunk strings.Builder
+	off := int64(0)
+	for i := 1; i <= bigLines; i++ {
+		fmt.Fprintf(&chunk, "%06d \x1b[32mok\x1b[0m some output of a long build, padded to eighty bytes.........\n", i)
+		if chunk.Len() >= 1<<20 || i == bigLines {
+			if err := rt.Store.AppendLog(ctx, bigID, off, []byte(chunk.String()), time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			off += int64(chunk.Len())
+			chunk.Reset()
+		}
+	}
+	if _, err := chromedp.Call(bctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.__longest = 0; new PerformanceObserver(function (l) { l.getEntries().forEach(function (e) {
+			window.__longest = Math.max(window.__longest, e.duration); }); }).observe({type: 'longtask', buffered: true});`,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	do("open the big log", chromedp.Navigate(base+"/jobs/"+bigID), chromedp.WaitVisible(chromedp.CSS(`#logview .end`)))
+	loaded := time.Since(started)
+	bigLinesShown, _ := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('#logview .l[id^="L"]').length`))
+	longest, _ := chromedp.Run(bctx, chromedp.Evaluate[float64](`window.__longest`))
+	t.Logf("a %.1f MB log of %d lines loaded in %v; the longest main-thread task took %.0f ms", float64(off)/(1<<20), bigLines, loaded.Round(time.Millisecond), longest)
+	if bigLinesShown != bigLines {
+		t.Errorf("the big log shows %d lines, want %d", bigLinesShown, bigLines)
+	}
+	if longest > 500 {
+		t.Errorf("a task of %.0f ms froze the page while the big log loaded", longest)
+	}
+
 	// Every other page renders, and says what it is.
 	for _, p := range []struct{ name, path, want string }{
 		{"patchsets", "/cls", "Patchsets"},
