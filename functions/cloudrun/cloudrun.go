@@ -59,6 +59,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/tasks"
 	"github.com/tollgate-ci/tollgate/functions/api"
 	"github.com/tollgate-ci/tollgate/functions/events"
+	"github.com/tollgate-ci/tollgate/functions/ui"
 	"github.com/tollgate-ci/tollgate/functions/webhook"
 	"github.com/tollgate-ci/tollgate/functions/workerapi"
 )
@@ -420,11 +421,21 @@ func (f *Functions) handlers(rt *Runtime) *handlers {
 	h := &handlers{
 		webhook: webhook.New(webhook.Options{Tasks: rt.Tasks, Token: rt.Settings.WebhookToken,
 			Project: cfg.Gerrit.Project, Branches: cfg.Gerrit.Branches, ReadyLabel: cfg.Trust.ReadyLabel, Log: rt.Log}),
-		api: api.New(api.Options{Store: rt.Store, Dead: rt.Tasks, Blobs: rt.Blobs,
-			WorkerDeath: cfg.Timeouts.WorkerDeath.D(), Log: rt.Log}),
 		workerAPI: workerapi.NewHandler(workerapi.Options{Backend: rt.Fleet, Store: rt.Store, Cache: cacheAccess(rt.Cache),
 			EnrollSecret: rt.Settings.EnrollSecret, Channel: rt.Settings.Channel, Log: rt.Log}),
 		events: map[string]func(context.Context, event.Event) error{},
+	}
+	// The api function serves the web UI and the JSON API with roles:
+	// identities come from IAP (ui.trust_iap) or the configured API tokens.
+	webUI, err := ui.New(ui.Options{Config: cfg, Store: rt.Store, Dead: rt.Tasks, Blobs: rt.Blobs,
+		Actions: rt.Controller, Log: rt.Log})
+	if err != nil {
+		rt.Log.Error("cloudrun: web UI unavailable", "err", err)
+		h.api = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			api.WriteError(w, errs.Wrap(errs.Unavailable, "ui", err))
+		})
+	} else {
+		h.api = webUI
 	}
 	for _, action := range controller.Actions {
 		h.events[action] = events.New(events.Options{

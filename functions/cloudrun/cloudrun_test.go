@@ -150,6 +150,8 @@ jobs:
   test: {command: [sh, -c, "echo tested; exit 3"]}
 tasks:
   max_attempts: 5
+ui:
+  users: ["*"]
 `
 
 func writeConfig(t *testing.T, gerritURL string) string {
