@@ -379,8 +379,10 @@ func (c *Config) Validate() error {
 	if c.Timeouts.WorkerDeath.D() < 10*time.Second {
 		bad("timeouts.worker_death", "must be at least 10s (workers heartbeat every 10s)")
 	}
-	if c.LogsTTL.D() < time.Hour {
-		bad("logs_ttl", "must be at least 1h")
+	// Short TTLs are for tests and demos (the end-to-end suite expires
+	// logs in seconds); production keeps days.
+	if c.LogsTTL.D() < 10*time.Second {
+		bad("logs_ttl", "must be at least 10s")
 	}
 	if c.Postsubmit.Interval.D() < time.Minute {
 		bad("postsubmit.interval", "must be at least 1m")

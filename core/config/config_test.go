@@ -49,6 +49,9 @@ func TestParseGoodConfigWithDefaults(t *testing.T) {
 	if c.LogsTTL.D() != 7*24*time.Hour || c.Tasks.MaxAttempts != 8 {
 		t.Errorf("logs_ttl %v max_attempts %d", c.LogsTTL.D(), c.Tasks.MaxAttempts)
 	}
+	if c2, err := Parse([]byte(strings.Replace(good, "logs_ttl: 7d", "logs_ttl: 10s", 1))); err != nil || c2.LogsTTL.D() != 10*time.Second {
+		t.Errorf("logs_ttl 10s (the minimum, for tests): %v, %v", c2, err)
+	}
 	for email, want := range map[string]bool{"a@example.com": true, "bot@partner.org": true, "a@example.com.evil": false, "evil@partner.org": false, "": false} {
 		if c.Trusted(email) != want {
 			t.Errorf("Trusted(%q) = %v", email, !want)
@@ -78,7 +81,7 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"CC: clang => TOLLGATE_JOB_ID: x", "jobs.linux-clang.env"},
 		{"linux-clang: => Linux--Clang:", "jobs.Linux--Clang"},
 		{"max_attempts: 8 => max_attempts: 0", "tasks.max_attempts"},
-		{"logs_ttl: 7d => logs_ttl: 1m", "logs_ttl"},
+		{"logs_ttl: 7d => logs_ttl: 9s", "logs_ttl"},
 		{"ui_url: https://ci.example.com => ui_url: javascript:alert(1)", "vote.ui_url"},
 		{"password_env: GERRIT_PASSWORD => password_env: ''", "gerrit.user_env"},
 		{"logs_ttl: 7d => logs_ttl: 7d\nsurprise: 1", "surprise"},
