@@ -1,9 +1,13 @@
 package launcher
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
@@ -20,6 +24,7 @@ type balancer struct {
 	name        string
 	concurrency int
 	log         *slog.Logger
+	chaos       *chaos // nil: deliver faithfully
 
 	mu       sync.Mutex
 	backends []*backend
@@ -96,5 +101,82 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer b.release(be)
+	if b.chaos != nil {
+		b.chaos.serve(w, r, be, b.name, b.log)
+		return
+	}
 	be.proxy.ServeHTTP(w, r)
+}
+
+// chaos delivers requests to a backend unreliably (see Chaos).
+type chaos struct {
+	Chaos
+	mu  sync.Mutex
+	rng *rand.Rand
+}
+
+func newChaos(c Chaos) *chaos {
+	seed := c.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return &chaos{Chaos: c, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+}
+
+// roll decides a request's fate: fail it, and if so before forwarding it.
+func (c *chaos) roll() (fail, before bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rng.Float64() >= c.FailRate {
+		return false, false
+	}
+	return true, c.rng.IntN(2) == 0
+}
+
+// maxChaosBody bounds a request the chaos holds in memory to send twice
+// (a Pub/Sub push of a 10 MB message, base64-encoded, fits).
+const maxChaosBody = 16 << 20
+
+func (c *chaos) serve(w http.ResponseWriter, r *http.Request, be *backend, name string, log *slog.Logger) {
+	fail, before := c.roll()
+	if fail && before {
+		log.Debug("balancer: chaos: failed before forwarding", "function", name)
+		http.Error(w, "chaos: delivery failed", http.StatusInternalServerError)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxChaosBody))
+	if err != nil {
+		http.Error(w, "chaos: reading the request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	n := 1
+	if c.Duplicate {
+		n = 2
+	}
+	recs := make([]*httptest.ResponseRecorder, n)
+	var wg sync.WaitGroup
+	for i := range recs {
+		recs[i] = httptest.NewRecorder()
+		req := r.Clone(r.Context())
+		req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		wg.Go(func() { be.proxy.ServeHTTP(recs[i], req) })
+	}
+	wg.Wait()
+	if fail {
+		log.Debug("balancer: chaos: answer lost after forwarding", "function", name, "status", recs[0].Code)
+		http.Error(w, "chaos: the answer was lost", http.StatusInternalServerError)
+		return
+	}
+	out := recs[0]
+	for _, rec := range recs {
+		if rec.Code < 200 || rec.Code > 299 {
+			out = rec
+			break
+		}
+	}
+	for k, v := range out.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(out.Code)
+	_, _ = w.Write(out.Body.Bytes())
 }

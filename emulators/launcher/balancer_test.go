@@ -1,10 +1,14 @@
 package launcher
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -176,5 +180,81 @@ func TestBalancerConcurrency(t *testing.T) {
 		if c := <-done; c != 200 {
 			t.Errorf("forwarded request: %d", c)
 		}
+	}
+}
+
+// TestBalancerChaos: with Duplicate every request reaches the instance
+// twice, with the same body; FailRate answers about that fraction 500,
+// half of them without reaching the instance; the same seed makes the same
+// choices.
+func TestBalancerChaos(t *testing.T) {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	inst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		calls[string(body)]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer inst.Close()
+	run := func(c Chaos, n int) (codes map[int]int, perBody map[string]int) {
+		t.Helper()
+		mu.Lock()
+		clear(calls)
+		mu.Unlock()
+		bal, err := newBalancer("fn", []string{inst.URL}, 1, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bal.chaos = newChaos(c)
+		front := httptest.NewServer(bal)
+		defer front.Close()
+		codes = map[int]int{}
+		for i := range n {
+			resp, err := http.Post(front.URL+"/push", "application/json", strings.NewReader(fmt.Sprint(i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			codes[resp.StatusCode]++
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return codes, maps.Clone(calls)
+	}
+
+	codes, per := run(Chaos{Duplicate: true}, 20)
+	if codes[http.StatusNoContent] != 20 {
+		t.Errorf("duplicate only: answers %v, want 20 × 204", codes)
+	}
+	for i := range 20 {
+		if n := per[fmt.Sprint(i)]; n != 2 {
+			t.Errorf("duplicate only: request %d reached the instance %d times, want 2", i, n)
+		}
+	}
+
+	codes, per = run(Chaos{FailRate: 0.1, Seed: 7}, 1000)
+	if f := codes[http.StatusInternalServerError]; f < 60 || f > 140 {
+		t.Errorf("FailRate 0.1: %d of 1000 answered 500 (%v)", f, codes)
+	}
+	reached := 0
+	for _, n := range per {
+		reached += n
+	}
+	if lost := 1000 - reached; lost < 20 || lost > codes[http.StatusInternalServerError]-20 {
+		t.Errorf("FailRate 0.1: %d requests never reached the instance, of %d failed: want about half", lost, codes[http.StatusInternalServerError])
+	}
+	again, _ := run(Chaos{FailRate: 0.1, Seed: 7}, 1000)
+	if !maps.Equal(codes, again) {
+		t.Errorf("same seed, different answers: %v then %v", codes, again)
+	}
+
+	if _, err := New(Options{Chaos: &Chaos{FailRate: 1.5}}); err == nil {
+		t.Error("New accepted Chaos.FailRate 1.5")
+	}
+	o := Options{Chaos: &Chaos{}, Instances: 1}
+	if names := portNames(o); len(names) != 5+2*len(Functions()) {
+		t.Errorf("with Chaos and one instance: %d ports, want a balancer and an instance per function", len(names))
 	}
 }

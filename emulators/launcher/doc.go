@@ -21,6 +21,11 @@
 //     the next free instance (one with fewer than Options.Concurrency
 //     requests in flight) and answers 503 when all are busy, as Cloud Run
 //     does at its maximum instance count, so Pub/Sub retries;
+//   - with Options.Chaos, every function behind a balancer (one instance
+//     or more), the action functions' balancers delivering pushes
+//     unreliably: each twice at once (Chaos.Duplicate), and a fraction
+//     answered 500 (Chaos.FailRate), before the function ran or after,
+//     so that tests can check every handler is idempotent;
 //   - a topic per action, the dead-letter topic, and a push subscription
 //     per action (retry policy, dead-letter policy of the config's
 //     tasks.max_attempts deliveries clamped to Pub/Sub's 5..100) pointing
@@ -62,7 +67,7 @@
 //
 // Ports count up from Options.MinPort in a fixed order (firestore, pubsub,
 // gcs, monitoring, gerrit, then each function's port in Functions() order,
-// then the instance ports when Instances > 1), so a function's URL does
+// then the instance ports when Instances > 1 or with Chaos), so a function's URL does
 // not depend on the instance count; a port in use is an error naming it.
 // MinPort 0 picks free random ports.
 //

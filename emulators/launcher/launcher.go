@@ -78,6 +78,26 @@ type Options struct {
 	// Log receives the launcher's own events: children exiting and
 	// restarting, failed publishes (default: discarded).
 	Log *slog.Logger
+	// Chaos, if set, puts every function behind a balancer (as Instances
+	// > 1 does, also with one instance) and makes the action functions'
+	// balancers deliver pushes unreliably (see Chaos), for tests of the
+	// handlers' idempotency. The HTTP functions are spared.
+	Chaos *Chaos
+}
+
+// Chaos is how an action function's balancer misbehaves, as an
+// unreliable platform may: Pub/Sub delivering a message twice, and
+// deliveries failing, before the handler ran or after (its success lost,
+// so Pub/Sub redelivers what was done).
+type Chaos struct {
+	// Duplicate forwards every push twice, at once, to the same instance;
+	// the answer is the first failure of the two, else the first answer.
+	Duplicate bool
+	// FailRate is the fraction of pushes answered 500: half of them without
+	// forwarding, half after forwarding (the answer replaced). 0 to 1.
+	FailRate float64
+	// Seed seeds the choices (0: a random seed).
+	Seed uint64
 }
 
 // Component kinds.
@@ -85,7 +105,7 @@ const (
 	KindEmulator  = "emulator"  // a gcloud emulator process
 	KindFake      = "fake"      // an emulator in the launcher's process
 	KindFunction  = "function"  // a function's process (Instances 1)
-	KindBalancer  = "balancer"  // a function's balancer (Instances > 1), in the launcher
+	KindBalancer  = "balancer"  // a function's balancer (Instances > 1, or Chaos), in the launcher
 	KindInstance  = "instance"  // one of a function's processes behind its balancer
 	KindWorker    = "worker"    // a `tollgate worker --backend gcp` process
 	KindScheduler = "scheduler" // the Cloud Scheduler stand-in, in the launcher
@@ -164,6 +184,9 @@ func New(o Options) (*Topology, error) {
 	if o.Instances < 0 || o.Concurrency < 0 || o.Workers < 0 || o.Tick < 0 || o.Grace < 0 || o.Ready < 0 {
 		return nil, errors.New("launcher: Instances, Concurrency, Workers, Tick, Grace and Ready must not be negative")
 	}
+	if o.Chaos != nil && !(o.Chaos.FailRate >= 0 && o.Chaos.FailRate <= 1) {
+		return nil, fmt.Errorf("launcher: Chaos.FailRate %v outside 0..1", o.Chaos.FailRate)
+	}
 	if o.Instances == 0 {
 		o.Instances = 1
 	}
@@ -214,7 +237,7 @@ func New(o Options) (*Topology, error) {
 func portNames(o Options) []string {
 	names := []string{"firestore", "pubsub", "gcs", "monitoring", "gerrit"}
 	names = append(names, Functions()...)
-	if o.Instances > 1 {
+	if balanced(o) {
 		for _, f := range Functions() {
 			for i := 1; i <= o.Instances; i++ {
 				names = append(names, instanceName(f, i))
@@ -225,6 +248,10 @@ func portNames(o Options) []string {
 }
 
 func instanceName(fn string, i int) string { return fn + "#" + strconv.Itoa(i) }
+
+// balanced reports whether every function runs behind a balancer, its
+// instances on ports of their own.
+func balanced(o Options) bool { return o.Instances > 1 || o.Chaos != nil }
 
 // allocatePorts gives every listening component its port: counting up
 // from MinPort (each checked free), or free random ports.
@@ -468,7 +495,7 @@ func (t *Topology) startFunctions(ctx context.Context) error {
 		n := t.o.Instances
 		for i := 1; i <= n; i++ {
 			cname, kind, port := name, KindFunction, t.ports[name]
-			if n > 1 {
+			if balanced(t.o) {
 				cname, kind, port = instanceName(name, i), KindInstance, t.ports[instanceName(name, i)]
 			}
 			c := &child{
@@ -482,7 +509,7 @@ func (t *Topology) startFunctions(ctx context.Context) error {
 			fn.instances = append(fn.instances, c)
 			all = append(all, c)
 		}
-		if n > 1 {
+		if balanced(t.o) {
 			urls := make([]string, n)
 			for i, c := range fn.instances {
 				urls[i] = "http://" + c.addr
@@ -490,6 +517,9 @@ func (t *Topology) startFunctions(ctx context.Context) error {
 			b, err := newBalancer(name, urls, t.o.Concurrency, t.log)
 			if err != nil {
 				return err
+			}
+			if t.o.Chaos != nil && slices.Contains(controller.Actions, name) {
+				b.chaos = newChaos(*t.o.Chaos)
 			}
 			fn.bal = b
 			for i, c := range fn.instances {
