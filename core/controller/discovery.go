@@ -18,8 +18,9 @@ const (
 	metaLastFull  = "gerrit.last_reconcile" // time of the last full reconcile (RFC 3339)
 )
 
-// queryOptions are the o= options every change read uses.
-var queryOptions = []string{"CURRENT_REVISION", "DETAILED_ACCOUNTS", "LABELS"}
+// queryOptions are the o= options every change read uses. DETAILED_LABELS
+// lists every vote (see approvedByTrusted).
+var queryOptions = []string{"CURRENT_REVISION", "DETAILED_ACCOUNTS", "LABELS", "DETAILED_LABELS"}
 
 // Tick fans out the periodic work. One tick runs per poll interval: the
 // "tick" lease is taken for the interval by this task (holder is the task
@@ -117,11 +118,30 @@ func (c *Controller) candidate(ch *gerrit.ChangeInfo) (Candidate, bool) {
 		Ref: rev.Ref, Project: ch.Project, Branch: ch.Branch, Subject: ch.Subject,
 		Owner: ch.Owner.Email, Uploader: uploader, Status: ch.Status,
 	}
-	if l, ok := ch.Labels[c.cfg.Trust.ReadyLabel]; ok && l.Approved != nil && c.cfg.Trusted(l.Approved.Email) {
+	if l, ok := ch.Labels[c.cfg.Trust.ReadyLabel]; ok && c.approvedByTrusted(l) {
 		cd.WantsVote = true
 	}
 	cd.Trusted = cd.WantsVote || c.cfg.Trusted(uploader)
 	return cd, true
+}
+
+// approvedByTrusted reports whether a trusted account gave the label its
+// maximum value. Gerrit's "approved" names only one of the accounts that
+// did, possibly an untrusted one, so every vote (DETAILED_LABELS) counts.
+func (c *Controller) approvedByTrusted(l gerrit.LabelInfo) bool {
+	if l.Approved != nil && c.cfg.Trusted(l.Approved.Email) {
+		return true
+	}
+	top, ok := l.Max()
+	if !ok || top <= 0 {
+		return false
+	}
+	for _, a := range l.All {
+		if a.Value == top && c.cfg.Trusted(a.Email) {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckNewCLs polls Gerrit for open changes updated since the watermark

@@ -83,6 +83,34 @@ func TestReadyLabelByTrustedReviewerQueuesAndWantsVote(t *testing.T) {
 	}
 }
 
+// Gerrit's "approved" names only one of the accounts that gave a label its
+// maximum: an untrusted approval must not hide a trusted one. Here the
+// reviewer's account is older, so "approved" names the stranger.
+func TestTrustedReadyLabelAmongUntrustedOnes(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	e.gerrit.Account(reviewer, "")
+	ch := e.upload(stranger, "Outside contribution, approved twice")
+	e.clock.Advance(time.Second)
+	if err := e.gerrit.SetVote(ch.Change, reviewer, "Presubmit-Ready", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.gerrit.SetVote(ch.Change, stranger, "Presubmit-Ready", 1); err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.gerrit.Change(ch.Change, "LABELS", "DETAILED_ACCOUNTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := info.Labels["Presubmit-Ready"].Approved; a == nil || a.Email != stranger {
+		t.Fatalf("the fake's approved = %+v; this test needs it to name %s", a, stranger)
+	}
+	e.poll()
+	ps, jobs := e.patchset(ch.Change, 1)
+	if !ps.WantsVote || len(jobs) != 3 {
+		t.Fatalf("wants_vote=%v jobs=%d, want the trusted approval to count", ps.WantsVote, len(jobs))
+	}
+}
+
 func TestReadyLabelAfterJobsEndedVotesAtOnce(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	e.twice = true

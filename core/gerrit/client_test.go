@@ -198,3 +198,21 @@ func FuzzParseChanges(f *testing.F) {
 		}
 	})
 }
+
+func TestLabelInfoMax(t *testing.T) {
+	for _, tc := range []struct {
+		values map[string]string
+		max    int
+		ok     bool
+	}{
+		{nil, 0, false},
+		{map[string]string{" 0": "No score", "+1": "Ready"}, 1, true},
+		{map[string]string{"-2": "", "-1": "", " 0": "", "+1": "", "+2": ""}, 2, true},
+		{map[string]string{"-1": "Fails", " 0": ""}, 0, true},
+	} {
+		max, ok := LabelInfo{Values: tc.values}.Max()
+		if max != tc.max || ok != tc.ok {
+			t.Errorf("Max of %v = %d, %v; want %d, %v", tc.values, max, ok, tc.max, tc.ok)
+		}
+	}
+}

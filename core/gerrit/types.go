@@ -8,6 +8,7 @@
 package gerrit
 
 import (
+	"strconv"
 	"strings"
 	"time"
 )
@@ -63,14 +64,31 @@ type ApprovalInfo struct {
 	Date  Timestamp `json:"date"`
 }
 
-// LabelInfo summarises a label's votes (o=LABELS).
+// LabelInfo summarises a label's votes (o=LABELS). Approved names only one
+// of the accounts that gave the maximum; All and Values (o=DETAILED_LABELS)
+// list every vote and the label's values ("-1", " 0", "+1").
 type LabelInfo struct {
-	Approved    *AccountInfo   `json:"approved,omitempty"`
-	Rejected    *AccountInfo   `json:"rejected,omitempty"`
-	Recommended *AccountInfo   `json:"recommended,omitempty"`
-	Disliked    *AccountInfo   `json:"disliked,omitempty"`
-	Value       int            `json:"value,omitempty"`
-	All         []ApprovalInfo `json:"all,omitempty"`
+	Approved    *AccountInfo      `json:"approved,omitempty"`
+	Rejected    *AccountInfo      `json:"rejected,omitempty"`
+	Recommended *AccountInfo      `json:"recommended,omitempty"`
+	Disliked    *AccountInfo      `json:"disliked,omitempty"`
+	Value       int               `json:"value,omitempty"`
+	All         []ApprovalInfo    `json:"all,omitempty"`
+	Values      map[string]string `json:"values,omitempty"`
+}
+
+// Max is the label's highest value; ok is false without Values.
+func (l LabelInfo) Max() (max int, ok bool) {
+	for k := range l.Values {
+		v, err := strconv.Atoi(strings.TrimSpace(k))
+		if err != nil {
+			continue
+		}
+		if !ok || v > max {
+			max, ok = v, true
+		}
+	}
+	return max, ok
 }
 
 // ChangeInfo is a change as the query and get endpoints return it.
