@@ -53,6 +53,8 @@ timeouts: {job: 10m, cl: 1h, worker_death: 1m}
 logs_ttl: 7d
 postsubmit: {interval: 10m}
 tasks: {max_attempts: 5}
+# Anyone may read; the local user of tollgate up --demo may do everything.
+ui: {users: ["*"], admins: [local@localhost]}
 `
 
 // DemoSeed creates the demo's project and changes on g, as `tollgate up

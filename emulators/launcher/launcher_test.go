@@ -88,6 +88,7 @@ jobs:
   build: {command: [sh, -c, "echo building $TOLLGATE_CHANGE"]}
   test: {command: [sh, -c, "echo testing"]}
 tasks: {max_attempts: 3}
+ui: {users: ["*"]}
 `
 
 // TestTopology starts the whole topology (two instances per function,
