@@ -13,11 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tollgate-ci/tollgate/adapters/localqueue"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
+	"github.com/tollgate-ci/tollgate/emulators/launcher"
 )
 
 // EmbeddedOptions configure StartEmbedded.
@@ -32,7 +34,24 @@ type EmbeddedOptions struct {
 	Settings Settings
 	// Ready bounds the start (default 30s).
 	Ready time.Duration
+	// Chaos asks `tollgate up` for unreliable task delivery through
+	// EnvChaos; StartEmbedded fails with ErrUnsupported when it does not
+	// confirm (see EnvChaos).
+	Chaos *launcher.Chaos
 }
+
+// Hooks `tollgate up` may offer, which the suite uses once they exist.
+const (
+	// EnvChaos asks `tollgate up` to wrap its task handler: "duplicate"
+	// (each delivery runs the handler twice, at once), "fail=F" (a fraction
+	// F of deliveries fail, before or after the handler ran), "seed=N".
+	// It confirms with a line starting "chaos:" before "tollgate is up".
+	EnvChaos = "TOLLGATE_CHAOS"
+	// EnvWebhookToken is the Gerrit webhook's token; `tollgate up` serving
+	// the webhook prints "gerrit webhook: URL" (without the token) before
+	// "tollgate is up".
+	EnvWebhookToken = "TOLLGATE_WEBHOOK_TOKEN"
+)
 
 // Embedded is `tollgate up` as a child process, its workers as processes
 // of their own over the worker API, and the fake Gerrit in this process.
@@ -42,6 +61,7 @@ type Embedded struct {
 	ctl     string
 	dataDir string
 	apiURL  string
+	webhook string // with its token; "" when not served
 	up      *exec.Cmd
 	upDone  chan struct{}
 	upLog   *os.File
@@ -89,8 +109,16 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (_ *Embedded, err err
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	secret := randomHex(16)
-	env := append(os.Environ(), envGerritUser+"="+user, envGerritPassword+"="+password, envEnrollSecret+"="+secret)
+	secret, token := randomHex(16), randomHex(12)
+	env := append(os.Environ(), envGerritUser+"="+user, envGerritPassword+"="+password, envEnrollSecret+"="+secret,
+		EnvWebhookToken+"="+token)
+	if c := o.Chaos; c != nil {
+		spec := fmt.Sprintf("fail=%g,seed=%d", c.FailRate, c.Seed)
+		if c.Duplicate {
+			spec = "duplicate," + spec
+		}
+		env = append(env, EnvChaos+"="+spec)
+	}
 	if e.upLog, err = os.Create(filepath.Join(o.Dir, "logs", "tollgate-up.log")); err != nil {
 		return nil, err
 	}
@@ -101,7 +129,18 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (_ *Embedded, err err
 	e.up.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	addr := make(chan string, 1)
 	// "tollgate is up: API http://ADDR/api/v1/cls ..." names the address.
+	var mu sync.Mutex // the watcher runs in exec's copying goroutine
+	chaosOn := false
 	e.up.Stdout = &lineWatcher{w: e.upLog, fn: func(line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.HasPrefix(line, "chaos:") {
+			chaosOn = true
+		}
+		if u, ok := strings.CutPrefix(line, "gerrit webhook: "); ok {
+			u, _, _ = strings.Cut(strings.TrimSpace(u), " ")
+			e.webhook = u + "?token=" + token
+		}
 		if rest, ok := strings.CutPrefix(line, "tollgate is up: API http://"); ok {
 			a, _, _ := strings.Cut(rest, "/")
 			select {
@@ -127,6 +166,12 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (_ *Embedded, err err
 		return nil, fmt.Errorf("e2e: tollgate up not up within %s; log %s:\n%s", o.Ready, e.upLog.Name(), tail(e.upLog.Name(), 20))
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	mu.Lock()
+	confirmed := chaosOn
+	mu.Unlock()
+	if o.Chaos != nil && !confirmed {
+		return nil, fmt.Errorf("%w: tollgate up did not confirm %s (no \"chaos:\" line)", ErrUnsupported, EnvChaos)
 	}
 	if err := waitHealthy(ctx, e.apiURL, o.Ready); err != nil {
 		return nil, err
@@ -176,8 +221,9 @@ func (e *Embedded) Name() string               { return "embedded" }
 func (e *Embedded) Gerrit() *fakegerrit.Server { return e.gerrit }
 func (e *Embedded) APIURL() string             { return e.apiURL }
 
-// WebhookURL is "": `tollgate up` serves no Gerrit webhook.
-func (e *Embedded) WebhookURL() string { return "" }
+// WebhookURL is "" while `tollgate up` serves no Gerrit webhook (it must
+// announce it before "tollgate is up").
+func (e *Embedded) WebhookURL() string { return e.webhook }
 func (e *Embedded) ControlDir() string { return e.ctl }
 func (e *Embedded) LogDir() string     { return filepath.Join(e.o.Dir, "logs") }
 

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -196,7 +199,8 @@ type env struct {
 	g    *fakegerrit.Server
 	ctl  string
 
-	exe string // the tollgate binary
+	exe   string  // the tollgate binary
+	start starter // of more instances of the topology
 
 	mu      sync.Mutex
 	changes []int // every change a scenario created, for the end checks
@@ -221,6 +225,34 @@ func (e *env) noteOf(scenario string) string {
 
 func newEnv(topo Topology) *env {
 	return &env{topo: topo, api: NewAPI(topo.APIURL()), g: topo.Gerrit(), ctl: topo.ControlDir()}
+}
+
+// unblock kills the hanging jobs of e's changes and releases the waiting
+// ones, so that a failed scenario does not hold workers for minutes.
+func (e *env) unblock(t *testing.T) {
+	e.mu.Lock()
+	changes := slices.Clone(e.changes)
+	e.mu.Unlock()
+	for _, c := range changes {
+		_ = Release(e.ctl, c)
+		pids, _ := filepath.Glob(filepath.Join(e.ctl, strconv.Itoa(c)+".*.pid"))
+		for _, f := range pids {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 0 {
+				continue
+			}
+			// Only our job, still hanging: its pid may have been reused.
+			if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && string(cmd) == "sleep\x00300\x00" {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				t.Logf("killed the hanging job %d of change %d", pid, c)
+			}
+		}
+	}
 }
 
 // dumpLogs shows the ends of the topology's logs when a test failed.

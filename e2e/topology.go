@@ -80,6 +80,9 @@ type Settings struct {
 	WorkerDeath time.Duration
 	// MaxAttempts is tasks.max_attempts (default 5).
 	MaxAttempts int
+	// PollInterval is gerrit.poll_interval (default 1s), which is also
+	// the embedded topology's tick period.
+	PollInterval time.Duration
 }
 
 func (s Settings) withDefaults() Settings {
@@ -91,6 +94,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.MaxAttempts == 0 {
 		s.MaxAttempts = 5
+	}
+	if s.PollInterval == 0 {
+		s.PollInterval = time.Second
 	}
 	return s
 }
@@ -108,7 +114,7 @@ const (
 )
 
 // configText is the config of both topologies: Project on the fake Gerrit
-// (placeholderGerritURL), polled every second; three job types running
+// (placeholderGerritURL), polled every second (Settings.PollInterval); three job types running
 // script with the control directory in E2E_CTL; short timeouts. With
 // uiURL, vote.ui_url is set (placeholderAPIURL is replaced by the
 // emulated topology's launcher).
@@ -122,8 +128,8 @@ gerrit:
   branches: [%s]
   user_env: %s
   password_env: %s
-  poll_interval: 1s
-  full_reconcile_interval: 1m
+  poll_interval: %s
+  full_reconcile_interval: %s
   max_qps: 500
 trust:
   trusted_emails: '.*@trusted\.example'
@@ -131,7 +137,8 @@ trust:
 vote:
   enabled: true
   label: %s
-`, placeholderGerritURL, Project, Branch, envGerritUser, envGerritPassword, ReadyLabel, VoteLabel)
+`, placeholderGerritURL, Project, Branch, envGerritUser, envGerritPassword, s.PollInterval, max(s.PollInterval, time.Minute),
+		ReadyLabel, VoteLabel)
 	if uiURL {
 		fmt.Fprintf(&b, "  ui_url: %s\n", placeholderAPIURL)
 	}
@@ -146,6 +153,7 @@ vote:
 logs_ttl: %s
 postsubmit: {interval: 1h}
 tasks: {max_attempts: %d}
+ui: {users: ['*']} # the suite reads the API anonymously
 `, s.WorkerDeath, s.LogsTTL, s.MaxAttempts)
 	return b.String()
 }
@@ -281,3 +289,7 @@ func randomHex(n int) string {
 
 // errNoWorker is KillWorker's error for an unknown id.
 var errNoWorker = errors.New("e2e: no such worker")
+
+// ErrUnsupported is the error of a start asking for what the topology
+// cannot do (chaos on a `tollgate up` without the hook).
+var ErrUnsupported = errors.New("e2e: not supported by this topology")
