@@ -111,8 +111,23 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // chaos delivers requests to a backend unreliably (see Chaos).
 type chaos struct {
 	Chaos
-	mu  sync.Mutex
-	rng *rand.Rand
+	mu     sync.Mutex
+	rng    *rand.Rand
+	counts ChaosCounts
+}
+
+// ChaosCounts counts what the chaos did (Topology.ChaosCounts).
+type ChaosCounts struct {
+	Pushes       int // requests received
+	Deliveries   int // requests forwarded to an instance (twice per push with Duplicate)
+	FailedBefore int // answered 500 without forwarding
+	FailedAfter  int // answered 500 after forwarding (the answer lost)
+}
+
+func (c *chaos) snapshot() ChaosCounts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts
 }
 
 func newChaos(c Chaos) *chaos {
@@ -127,10 +142,17 @@ func newChaos(c Chaos) *chaos {
 func (c *chaos) roll() (fail, before bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.counts.Pushes++
 	if c.rng.Float64() >= c.FailRate {
 		return false, false
 	}
-	return true, c.rng.IntN(2) == 0
+	before = c.rng.IntN(2) == 0
+	if before {
+		c.counts.FailedBefore++
+	} else {
+		c.counts.FailedAfter++
+	}
+	return true, before
 }
 
 // maxChaosBody bounds a request the chaos holds in memory to send twice
@@ -153,6 +175,9 @@ func (c *chaos) serve(w http.ResponseWriter, r *http.Request, be *backend, name 
 	if c.Duplicate {
 		n = 2
 	}
+	c.mu.Lock()
+	c.counts.Deliveries += n
+	c.mu.Unlock()
 	recs := make([]*httptest.ResponseRecorder, n)
 	var wg sync.WaitGroup
 	for i := range recs {

@@ -198,6 +198,7 @@ func TestBalancerChaos(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer inst.Close()
+	var last *chaos
 	run := func(c Chaos, n int) (codes map[int]int, perBody map[string]int) {
 		t.Helper()
 		mu.Lock()
@@ -208,6 +209,7 @@ func TestBalancerChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		bal.chaos = newChaos(c)
+		last = bal.chaos
 		front := httptest.NewServer(bal)
 		defer front.Close()
 		codes = map[int]int{}
@@ -233,6 +235,9 @@ func TestBalancerChaos(t *testing.T) {
 			t.Errorf("duplicate only: request %d reached the instance %d times, want 2", i, n)
 		}
 	}
+	if c := last.snapshot(); c != (ChaosCounts{Pushes: 20, Deliveries: 40}) {
+		t.Errorf("duplicate only: counts %+v", c)
+	}
 
 	codes, per = run(Chaos{FailRate: 0.1, Seed: 7}, 1000)
 	if f := codes[http.StatusInternalServerError]; f < 60 || f > 140 {
@@ -244,6 +249,10 @@ func TestBalancerChaos(t *testing.T) {
 	}
 	if lost := 1000 - reached; lost < 20 || lost > codes[http.StatusInternalServerError]-20 {
 		t.Errorf("FailRate 0.1: %d requests never reached the instance, of %d failed: want about half", lost, codes[http.StatusInternalServerError])
+	}
+	if c := last.snapshot(); c.Pushes != 1000 || c.FailedBefore+c.FailedAfter != codes[http.StatusInternalServerError] ||
+		c.Deliveries != reached || c.FailedBefore != 1000-reached {
+		t.Errorf("FailRate 0.1: counts %+v; %d answered 500, %d reached the instance", c, codes[http.StatusInternalServerError], reached)
 	}
 	again, _ := run(Chaos{FailRate: 0.1, Seed: 7}, 1000)
 	if !maps.Equal(codes, again) {

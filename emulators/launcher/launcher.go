@@ -767,6 +767,23 @@ func dash(s string) string {
 	return s
 }
 
+// ChaosCounts sums what the chaos did over the action functions (zero
+// without Options.Chaos).
+func (t *Topology) ChaosCounts() ChaosCounts {
+	var sum ChaosCounts
+	for _, f := range t.functions {
+		if f.bal == nil || f.bal.chaos == nil {
+			continue
+		}
+		c := f.bal.chaos.snapshot()
+		sum.Pushes += c.Pushes
+		sum.Deliveries += c.Deliveries
+		sum.FailedBefore += c.FailedBefore
+		sum.FailedAfter += c.FailedAfter
+	}
+	return sum
+}
+
 // FunctionURL is the base URL of function name (its balancer's with
 // Instances > 1), or "" if there is no such function.
 func (t *Topology) FunctionURL(name string) string {
