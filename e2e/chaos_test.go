@@ -32,6 +32,7 @@ func chaos(t *testing.T, e *env) {
 		t.Logf("chaos seed %d", settings.Seed)
 		ce, err := e.private(t, options{chaos: &settings})
 		if errors.Is(err, ErrUnsupported) {
+			e.note(scenarioChaos, "clean run and poison only: tollgate up has no chaos hook")
 			t.Skip("no chaos hook in tollgate up: duplicate delivery and failing handlers need a wrapper " +
 				"around the local queue's handler in cmd/tollgate/up.go (EnvChaos; see the e2e report)")
 		}
@@ -44,8 +45,18 @@ func chaos(t *testing.T, e *env) {
 		}
 		ce.poison(t)
 		oneReviewPerPatchset(t, ce)
+		if em, ok := ce.topo.(*Emulated); ok {
+			c := em.Launcher().ChaosCounts()
+			if c.FailedBefore+c.FailedAfter == 0 || c.Deliveries < 2*(c.Pushes-c.FailedBefore) {
+				t.Errorf("the chaos did not happen: %+v", c)
+			}
+			e.note(scenarioChaos, "same final state; %d pushes, %d deliveries, %d failed before the handler, %d after",
+				c.Pushes, c.Deliveries, c.FailedBefore, c.FailedAfter)
+		}
 	})
 }
+
+const scenarioChaos = "11-chaos-duplicates-failures-poison"
 
 // runWorkload runs the chaos scenario's changes and returns their final
 // state, in terms that do not depend on the topology (no change numbers).
