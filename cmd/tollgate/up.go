@@ -32,6 +32,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/worker"
 	"github.com/tollgate-ci/tollgate/functions/auth"
 	"github.com/tollgate-ci/tollgate/functions/ui"
+	"github.com/tollgate-ci/tollgate/functions/webhook"
 	"github.com/tollgate-ci/tollgate/functions/workerapi"
 )
 
@@ -45,6 +46,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	workers := fs.Int("workers", 2, "built-in workers running jobs in this process (0: only remote workers)")
 	secretEnv := fs.String("enroll-secret-env", "TOLLGATE_ENROLL_SECRET", "environment variable holding the secret remote workers enroll with (unset: the worker API refuses enrollment; with --demo a secret is made up and printed)")
 	channel := fs.Int("channel", 0, "worker API channel id; remote workers must use the same")
+	hookEnv := fs.String("webhook-token-env", "TOLLGATE_WEBHOOK_TOKEN", "environment variable holding the token Gerrit's webhook must send as ?token= (unset: no webhook)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,9 +77,15 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		secret = randomHex(16)
 	}
 	rt, err := startEmbedded(ctx, embeddedOptions{Config: cfg, DataDir: *dataDir, Listen: *listen, Log: log,
-		Workers: *workers, EnrollSecret: secret, Channel: *channel})
+		Workers: *workers, EnrollSecret: secret, Channel: *channel, WebhookToken: os.Getenv(*hookEnv)})
 	if err != nil {
 		return err
+	}
+	if rt.Chaos != "" {
+		fmt.Fprintf(stdout, "chaos: %s (TOLLGATE_CHAOS): task deliveries are duplicated or failed on purpose\n", rt.Chaos)
+	}
+	if os.Getenv(*hookEnv) != "" {
+		fmt.Fprintf(stdout, "gerrit webhook: http://%s%s (append ?token=$%s)\n", rt.Addr, webhookPath, *hookEnv)
 	}
 	fmt.Fprintf(stdout, "tollgate is up: API http://%s/api/v1/cls  metrics http://%s/metrics  data %s  workers %d\n", rt.Addr, rt.Addr, *dataDir, *workers)
 	if secret != "" {
@@ -110,13 +118,19 @@ type embeddedOptions struct {
 	// EnrollSecret lets remote workers enroll over the worker API ("": refused).
 	EnrollSecret string
 	Channel      int
+	// WebhookToken serves Gerrit's webhook at webhookPath ("": not served).
+	WebhookToken string
 }
+
+// webhookPath is where `tollgate up` serves Gerrit's webhooks plugin.
+const webhookPath = "/gerrit/webhook"
 
 // embedded is the composition root of the one-process runtime: the SQLite
 // store, the SQLite-backed task queue, blobs in a directory, Prometheus
 // metrics, the controller, the scheduler and the HTTP listener.
 type embedded struct {
 	Addr       string
+	Chaos      string // TOLLGATE_CHAOS when set: deliveries made unreliable on purpose
 	Store      *sqlite.Store
 	Queue      *localqueue.Queue
 	Blobs      *fsblob.Bucket
@@ -166,8 +180,16 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 	// The queue calls the controller and the controller defers into the
 	// queue; the handler closure breaks the construction cycle.
 	var ctrl *controller.Controller
+	var handler tasks.Handler = func(ctx context.Context, t tasks.Task) error { return ctrl.Handle(ctx, t) }
+	if spec := os.Getenv(chaosEnv); spec != "" {
+		c, err := parseChaos(spec)
+		if err != nil {
+			return fail(err)
+		}
+		handler, rt.Chaos = c.wrap(handler), spec
+	}
 	rt.Queue, err = localqueue.Open(dbPath, localqueue.Options{
-		Handler:     func(ctx context.Context, t tasks.Task) error { return ctrl.Handle(ctx, t) },
+		Handler:     handler,
 		MaxAttempts: o.Config.Tasks.MaxAttempts,
 		Logger:      o.Log,
 		OnRetry: func(action string) {
@@ -204,6 +226,10 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle(workerapi.Prefix, rt.workerAPI)
+	if o.WebhookToken != "" {
+		mux.Handle(webhookPath, webhook.New(webhook.Options{Tasks: rt.Queue, Token: o.WebhookToken, Project: o.Config.Gerrit.Project,
+			Branches: o.Config.Gerrit.Branches, ReadyLabel: o.Config.Trust.ReadyLabel, Log: o.Log}))
+	}
 	// The web UI, with the JSON API under /api/v1/ and /healthz.
 	webUI, err := ui.New(ui.Options{Config: o.Config, Store: st, Dead: rt.Queue, Blobs: rt.Blobs, Actions: ctrl,
 		Local: auth.LoopbackAddr(o.Listen), Version: Version, Log: o.Log})
