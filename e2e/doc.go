@@ -25,11 +25,21 @@
 // deferred into the running process's SQLite queue (which several
 // processes may share) on the embedded one. Ticks come every second: from
 // `tollgate up`'s scheduler (gerrit.poll_interval 1s), and from the test on
-// the emulated topology (Ticks), which can hold them back to show that a
-// webhook alone queues jobs.
+// the emulated topology (HoldTicks can hold them back, to show that a
+// webhook alone queues jobs; on the embedded topology that scenario starts
+// an instance of its own that polls once an hour).
 //
-// The scenarios live in e2e_test.go; `go test ./e2e/...` runs them all on
-// both topologies and prints, per topology, each scenario's duration and
-// the upload-to-vote latency over a batch of changes. Without the gcloud
-// CLI the emulated topology is skipped, unless CI=true: then it fails.
+// Unreliable delivery (the chaos scenario) comes from the launcher's
+// Options.Chaos on the emulated topology (each push delivered twice, 10%
+// failing), and from TOLLGATE_CHAOS on `tollgate up`; each runs on an
+// instance of its own, against which the scenario compares a clean run.
+//
+// The scenarios live in scenarios_test.go and chaos_test.go; `go test
+// ./e2e/...` runs them all on both topologies (about two and a half
+// minutes) and prints, per topology, each scenario's duration and the
+// upload-to-vote latency over a batch of changes: on stdout (shown with
+// -v, or in a single-package run), and into the file $E2E_REPORT if set.
+// E2E_KEEP=DIR keeps each topology's directory (config, logs, data) under
+// DIR. Without the gcloud CLI the emulated topology is skipped, unless
+// CI=true: then it fails.
 package e2e

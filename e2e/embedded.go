@@ -40,16 +40,17 @@ type EmbeddedOptions struct {
 	Chaos *launcher.Chaos
 }
 
-// Hooks `tollgate up` may offer, which the suite uses once they exist.
+// What `tollgate up` offers the suite.
 const (
-	// EnvChaos asks `tollgate up` to wrap its task handler: "duplicate"
-	// (each delivery runs the handler twice, at once), "fail=F" (a fraction
-	// F of deliveries fail, before or after the handler ran), "seed=N".
-	// It confirms with a line starting "chaos:" before "tollgate is up".
+	// EnvChaos makes `tollgate up` wrap its task handler: "duplicate"
+	// (each delivery runs the handler twice), "fail=F" (a fraction F of
+	// deliveries fail, before or after the handler ran), "seed=N". It
+	// confirms with a line starting "chaos:" before "tollgate is up";
+	// without it StartEmbedded fails with ErrUnsupported.
 	EnvChaos = "TOLLGATE_CHAOS"
-	// EnvWebhookToken is the Gerrit webhook's token; `tollgate up` serving
-	// the webhook prints "gerrit webhook: URL" (without the token) before
-	// "tollgate is up".
+	// EnvWebhookToken is the Gerrit webhook's token (--webhook-token-env's
+	// default); with it `tollgate up` prints "gerrit webhook: URL ..."
+	// before "tollgate is up", and WebhookURL is that URL with the token.
 	EnvWebhookToken = "TOLLGATE_WEBHOOK_TOKEN"
 )
 

@@ -199,16 +199,22 @@ type env struct {
 	g    *fakegerrit.Server
 	ctl  string
 
-	exe   string  // the tollgate binary
-	start starter // of more instances of the topology
+	exe    string  // the tollgate binary
+	start  starter // of more instances of the topology
+	parent *env    // of a private instance
 
 	mu      sync.Mutex
 	changes []int // every change a scenario created, for the end checks
 	notes   map[string]string
 }
 
-// note records a figure of a scenario for the report.
+// note records a figure of a scenario for the report (on the topology's
+// shared env, also when called on a private instance's).
 func (e *env) note(scenario, format string, args ...any) {
+	if e.parent != nil {
+		e.parent.note(scenario, format, args...)
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.notes == nil {

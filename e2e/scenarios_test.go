@@ -128,7 +128,7 @@ func (e *env) private(t *testing.T, o options) (*env, error) {
 	}
 	pe, err := startEnv(t, e.start, o)
 	if pe != nil {
-		pe.exe = e.exe
+		pe.exe, pe.parent = e.exe, e
 	}
 	return pe, err
 }
@@ -329,7 +329,7 @@ func readyLabelAfterJobsEnded(t *testing.T, e *env) {
 func webhookQueuesWithoutTick(t *testing.T, e *env) {
 	if e.topo.WebhookURL() == "" {
 		e.note("6-webhook-queues-without-tick", "tollgate up serves no webhook")
-		t.Skip("tollgate up serves no Gerrit webhook: needs the lead's hook in cmd/tollgate/up.go (EnvWebhookToken; see the e2e report)")
+		t.Skip("this topology serves no Gerrit webhook (tollgate up serves one only with its token in " + EnvWebhookToken + ")")
 	}
 	if e.topo.HoldTicks(true) {
 		defer e.topo.HoldTicks(false)
@@ -515,13 +515,13 @@ func gerritDownLosesNothing(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := requests()
+	down := time.Now() // no later than the fault's start: it ends by down+outage
 	id, err := e.g.InjectFault(fakegerrit.Fault{Status: 500, Duration: outage})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.g.RemoveFault(id)
-	down := time.Now()
-	before := requests()
 	pass := e.change(t, Trusted("hank"), "9: uploaded during the outage")
 	fail := e.change(t, Trusted("hank"), "9: fails, uploaded during the outage", Rule{Type: "test", Action: Fail})
 	e.approve(t, pass.Change)
@@ -607,16 +607,10 @@ func logsExpireAfterTTL(t *testing.T, e *env) {
 		return n, strings.Join(s, " ")
 	}
 	var newer fakegerrit.PatchSet
-	var newJobs []Job
 	eventually(t, ttl+voteWait, "the old logs deleted", func() (bool, string) {
 		if newer.Change == 0 && time.Since(lastEnd) > ttl/2 {
 			newer = e.change(t, Trusted("iris"), "10: new logs")
 			e.approve(t, newer.Change)
-		}
-		if newer.Change != 0 && newJobs == nil {
-			if p, err := e.api.Patchset(context.Background(), newer.Change, 1); err == nil && p.Ended() {
-				newJobs = p.Jobs
-			}
 		}
 		if err := e.topo.Trigger(context.Background(), controller.DeleteExpiredLogs, nil); err != nil {
 			return false, err.Error()
@@ -627,9 +621,11 @@ func logsExpireAfterTTL(t *testing.T, e *env) {
 		}
 		return n == 0, why
 	})
-	if newJobs == nil {
-		t.Fatalf("the newer change's jobs had not ended when the old logs were deleted: %s", e.describe(newer.Change, 1))
+	if newer.Change == 0 {
+		t.Fatal("the old logs were deleted before the newer change was uploaded")
 	}
+	p = e.patchset(t, newer.Change, 1, voteWait, "with every job ended", (*Patchset).Ended)
+	newJobs := p.Jobs
 	consistently(t, 2*time.Second, "newer logs kept", func() (bool, string) {
 		if err := e.topo.Trigger(context.Background(), controller.DeleteExpiredLogs, nil); err != nil {
 			return false, err.Error()
@@ -637,6 +633,12 @@ func logsExpireAfterTTL(t *testing.T, e *env) {
 		n, why := logged(newJobs)
 		return n == len(newJobs), why
 	})
+	// The check means something only while the newer logs were not due.
+	for _, j := range newJobs {
+		if due := j.TimeStarted.Add(ttl); time.Now().After(due) {
+			t.Fatalf("too slow: the newer log of %s was due at %s, before the check ended", j.ID, due)
+		}
+	}
 	e.note("10-logs-expire-after-ttl", "logs_ttl %s; old logs gone %s after their jobs ended",
 		ttl, time.Since(lastEnd).Round(100*time.Millisecond))
 }
