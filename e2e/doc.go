@@ -37,8 +37,9 @@
 // The scenarios live in scenarios_test.go and chaos_test.go; `go test
 // ./e2e/...` runs them all on both topologies (about two and a half
 // minutes) and prints, per topology, each scenario's duration and the
-// upload-to-vote latency over a batch of changes: on stdout (shown with
-// -v, or in a single-package run), and into the file $E2E_REPORT if set.
+// upload-to-vote latency over a batch of changes: on stdout (which go test
+// shows with -v, or when run in this directory without package
+// arguments), and into the file $E2E_REPORT if set.
 // E2E_KEEP=DIR keeps each topology's directory (config, logs, data) under
 // DIR. Without the gcloud CLI the emulated topology is skipped, unless
 // CI=true: then it fails.
