@@ -1,0 +1,34 @@
+output "webhook_url" {
+  description = "The URL Gerrit's webhooks plugin posts to; append ?token= with the webhook-token secret."
+  value       = google_cloud_run_v2_service.function["gerrit_webhook"].uri
+}
+
+output "ui_url" {
+  description = "The web UI and REST API (the api function)."
+  value       = google_cloud_run_v2_service.function["api"].uri
+}
+
+output "worker_api_url" {
+  description = "The URL workers connect to (tollgate worker --server)."
+  value       = google_cloud_run_v2_service.function["worker_api"].uri
+}
+
+output "config_url" {
+  description = "Where to upload the Tollgate config (TOLLGATE_CONFIG)."
+  value       = "gs://${google_storage_bucket.config.name}/${var.config_object}"
+}
+
+output "artifacts_bucket" {
+  description = "The logs and artifacts bucket (TOLLGATE_BLOB_BUCKET)."
+  value       = google_storage_bucket.blobs.name
+}
+
+output "cache_bucket" {
+  description = "The artifact cache bucket: the config's cache.bucket."
+  value       = google_storage_bucket.cache.name
+}
+
+output "secrets" {
+  description = "The Secret Manager secrets to add a version to."
+  value       = { for k, s in google_secret_manager_secret.secret : k => s.secret_id }
+}

@@ -1,0 +1,48 @@
+# Secret Manager secrets. Terraform creates the secrets, not their values:
+# add a version of each with gcloud (see infra/README.md), so no secret
+# value is ever in Terraform state.
+locals {
+  # Secret id suffix => the environment variable the functions read it from
+  # and the functions that get it.
+  secrets = {
+    gerrit-user = {
+      env       = var.gerrit_user_env
+      functions = keys(local.functions)
+    }
+    gerrit-password = {
+      env       = var.gerrit_password_env
+      functions = keys(local.functions)
+    }
+    webhook-token = {
+      env       = "TOLLGATE_WEBHOOK_TOKEN"
+      functions = ["gerrit_webhook"]
+    }
+    enroll-secret = {
+      env       = "TOLLGATE_ENROLL_SECRET"
+      functions = ["worker_api"]
+    }
+  }
+
+  # Function => the secrets it reads.
+  function_secrets = {
+    for f in keys(local.functions) : f => [for s, v in local.secrets : s if contains(v.functions, f)]
+  }
+}
+
+resource "google_secret_manager_secret" "secret" {
+  for_each  = local.secrets
+  secret_id = "${var.prefix}-${each.key}"
+  replication {
+    auto {}
+  }
+  depends_on = [google_project_service.api]
+}
+
+resource "google_secret_manager_secret_iam_member" "function" {
+  for_each = merge([
+    for f, ss in local.function_secrets : { for s in ss : "${f}/${s}" => { function = f, secret = s } }
+  ]...)
+  secret_id = google_secret_manager_secret.secret[each.value.secret].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.function[each.value.function].email}"
+}

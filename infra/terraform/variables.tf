@@ -1,0 +1,156 @@
+variable "project" {
+  description = "The Google Cloud project that runs Tollgate."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project))
+    error_message = "project must be a Google Cloud project id."
+  }
+}
+
+variable "region" {
+  description = "The region of Cloud Run, Cloud Scheduler, the buckets and the worker fleet."
+  type        = string
+  default     = "us-central1"
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must be a Google Cloud region such as us-central1."
+  }
+}
+
+variable "firestore_location" {
+  description = "The location of the Firestore database (a region or a multi-region such as nam5)."
+  type        = string
+  default     = "nam5"
+}
+
+variable "prefix" {
+  description = "Prefix of every resource name, and the Pub/Sub topic prefix (TOLLGATE_TOPIC_PREFIX)."
+  type        = string
+  default     = "tollgate"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,19}$", var.prefix))
+    error_message = "prefix must be 1 to 20 lowercase letters, digits or '-', starting with a letter."
+  }
+}
+
+variable "image" {
+  description = "The container image built from the repository (functions/cmd/tollgate-functions), run by every function with its own FUNCTION_TARGET."
+  type        = string
+  validation {
+    condition     = length(var.image) > 0
+    error_message = "image must be set."
+  }
+}
+
+variable "config_object" {
+  description = "Object name of the Tollgate YAML config in the config bucket; TOLLGATE_CONFIG is gs://{config bucket}/{config_object}."
+  type        = string
+  default     = "tollgate.yaml"
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of a task before Pub/Sub moves it to the dead-letter topic (tasks.max_attempts); Pub/Sub allows 5 to 100."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be between 5 and 100."
+  }
+}
+
+variable "event_max_age" {
+  description = "TOLLGATE_EVENT_MAX_AGE: events older than this are dropped, not retried (a Go duration)."
+  type        = string
+  default     = "1h"
+  validation {
+    condition     = can(regex("^([0-9]+(ns|us|ms|s|m|h))+$", var.event_max_age))
+    error_message = "event_max_age must be a Go duration such as 1h or 90m."
+  }
+}
+
+variable "log_level" {
+  description = "TOLLGATE_LOG_LEVEL of the functions."
+  type        = string
+  default     = "info"
+  validation {
+    condition     = contains(["debug", "info", "warn", "error"], var.log_level)
+    error_message = "log_level must be debug, info, warn or error."
+  }
+}
+
+variable "worker_channel" {
+  description = "TOLLGATE_CHANNEL: the worker API channel."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.worker_channel >= 0 && floor(var.worker_channel) == var.worker_channel
+    error_message = "worker_channel must be a non-negative integer."
+  }
+}
+
+variable "postsubmit_branches" {
+  description = "Branches Cloud Scheduler queues postsubmit jobs for, every postsubmit_schedule."
+  type        = list(string)
+  default     = ["main"]
+}
+
+variable "postsubmit_schedule" {
+  description = "Cron schedule of queue_postsubmit_jobs."
+  type        = string
+  default     = "0 */4 * * *"
+}
+
+variable "log_retention_days" {
+  description = "Days after which objects of the logs and artifacts bucket are deleted (the lifecycle rule)."
+  type        = number
+  default     = 90
+  validation {
+    condition     = var.log_retention_days >= 1
+    error_message = "log_retention_days must be at least 1."
+  }
+}
+
+variable "cache_safety_net_days" {
+  description = "Days since an artifact cache object's Custom-Time (its last use) after which the bucket deletes it, should cache_cleanup stop running."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.cache_safety_net_days >= 1
+    error_message = "cache_safety_net_days must be at least 1."
+  }
+}
+
+variable "function_overrides" {
+  description = "Per-function settings over the defaults (memory, timeout_seconds, concurrency, max_instances), keyed by function name."
+  type = map(object({
+    memory          = optional(string)
+    timeout_seconds = optional(number)
+    concurrency     = optional(number)
+    max_instances   = optional(number)
+  }))
+  default = {}
+  validation {
+    condition     = alltrue([for o in values(var.function_overrides) : o.timeout_seconds == null || (o.timeout_seconds >= 1 && o.timeout_seconds <= 3600)])
+    error_message = "timeout_seconds must be between 1 and 3600."
+  }
+}
+
+variable "gerrit_user_env" {
+  description = "The config's gerrit.user_env: the variable the functions get the Gerrit HTTP user in (from Secret Manager)."
+  type        = string
+  default     = "GERRIT_USER"
+  validation {
+    condition     = can(regex("^[A-Z_][A-Z0-9_]*$", var.gerrit_user_env)) && !startswith(var.gerrit_user_env, "TOLLGATE_")
+    error_message = "gerrit_user_env must be an environment variable name not starting with TOLLGATE_."
+  }
+}
+
+variable "gerrit_password_env" {
+  description = "The config's gerrit.password_env: the variable the functions get the Gerrit HTTP password in (from Secret Manager)."
+  type        = string
+  default     = "GERRIT_PASSWORD"
+  validation {
+    condition     = can(regex("^[A-Z_][A-Z0-9_]*$", var.gerrit_password_env)) && !startswith(var.gerrit_password_env, "TOLLGATE_")
+    error_message = "gerrit_password_env must be an environment variable name not starting with TOLLGATE_."
+  }
+}
