@@ -101,3 +101,12 @@ resource "google_pubsub_subscription_iam_member" "api_dead_letter_view" {
   role         = "roles/pubsub.subscriber"
   member       = "serviceAccount:${google_service_account.function["api"].email}"
 }
+
+# The push side buries tasks itself when Pub/Sub does not report the
+# delivery attempt (adapters/pubsub Bury).
+resource "google_pubsub_topic_iam_member" "function_dead_letter" {
+  for_each = toset(local.actions)
+  topic    = google_pubsub_topic.dead_letter.id
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.function[each.key].email}"
+}

@@ -154,3 +154,87 @@ variable "gerrit_password_env" {
     error_message = "gerrit_password_env must be an environment variable name not starting with TOLLGATE_."
   }
 }
+
+variable "worker_binary" {
+  description = "gs:// URL of a linux/amd64 `tollgate` binary (go build ./cmd/tollgate) that the worker VMs run as `tollgate worker --backend gcp`."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.worker_binary == "" || startswith(var.worker_binary, "gs://")
+    error_message = "worker_binary must be a gs:// URL (or empty: no worker fleet)."
+  }
+}
+
+variable "worker_machine_type" {
+  description = "Machine type of the worker VMs."
+  type        = string
+  default     = "e2-standard-4"
+}
+
+variable "worker_zone" {
+  description = "Zone of the worker managed instance group (in var.region)."
+  type        = string
+  default     = "us-central1-a"
+}
+
+variable "worker_disk_gb" {
+  description = "Boot disk size of a worker VM, in GB."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.worker_disk_gb >= 10
+    error_message = "worker_disk_gb must be at least 10."
+  }
+}
+
+variable "worker_labels" {
+  description = "Worker labels (tollgate worker --labels), as k=v,k=v."
+  type        = string
+  default     = ""
+}
+
+variable "workers_min" {
+  description = "The fewest worker VMs the autoscaler keeps."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.workers_min >= 0
+    error_message = "workers_min must not be negative."
+  }
+}
+
+variable "workers_max" {
+  description = "The most worker VMs the autoscaler starts."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.workers_max >= 1
+    error_message = "workers_max must be at least 1."
+  }
+}
+
+variable "jobs_per_worker" {
+  description = "Queued or running jobs (ci_job_queue_len) per worker VM the autoscaler aims at."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.jobs_per_worker > 0
+    error_message = "jobs_per_worker must be positive."
+  }
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids the alerts notify."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_queue_time_seconds" {
+  description = "Alert when the 95th percentile of ci_job_queue_time exceeds this many seconds for 15 minutes."
+  type        = number
+  default     = 1800
+  validation {
+    condition     = var.alert_queue_time_seconds > 0
+    error_message = "alert_queue_time_seconds must be positive."
+  }
+}
