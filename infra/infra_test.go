@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -462,5 +463,45 @@ func TestTerraformFmt(t *testing.T) {
 	out, err := exec.Command(tf, "fmt", "-check", "-recursive", "-no-color", dir).CombinedOutput()
 	if err != nil {
 		t.Errorf("terraform fmt -check: %v; files to format:\n%s", err, out)
+	}
+}
+
+// TestMetricReferences checks that every metric the dashboard, the alerts
+// and the autoscaler name (${local.metric_prefix}NAME) is in the
+// Catalogue, and that the autoscaler scales on the queue length.
+func TestMetricReferences(t *testing.T) {
+	m := load(t)
+	re := regexp.MustCompile(`\$\{local\.metric_prefix\}([a-z0-9_]+)`)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.tf"))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range re.FindAllStringSubmatch(string(data), -1) {
+			if _, ok := metrics.Lookup(sm[1]); !ok {
+				t.Errorf("%s names metric %s, which is not in metrics.Catalogue", f, sm[1])
+			}
+		}
+	}
+	as := m.resource(t, "google_compute_autoscaler", "worker")
+	var found bool
+	for _, p := range blocks(as, "autoscaling_policy") {
+		for _, mb := range blocks(p, "metric") {
+			if src(t, mb, "name") == `"${local.metric_prefix}`+metrics.QueueLen+`"` {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("google_compute_autoscaler.worker does not scale on %s", metrics.QueueLen)
+	}
+	for _, r := range []string{"google_compute_instance_template.worker", "google_compute_instance_group_manager.worker", "google_monitoring_dashboard.tollgate"} {
+		typ, name, _ := strings.Cut(r, ".")
+		m.resource(t, typ, name)
+	}
+	tmpl := m.resource(t, "google_compute_instance_template", "worker")
+	if md := src(t, tmpl, "metadata"); !strings.Contains(md, "tollgate worker --backend gcp") {
+		t.Error("google_compute_instance_template.worker: the startup script does not run tollgate worker --backend gcp")
 	}
 }

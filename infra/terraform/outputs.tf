@@ -32,3 +32,8 @@ output "secrets" {
   description = "The Secret Manager secrets to add a version to."
   value       = { for k, s in google_secret_manager_secret.secret : k => s.secret_id }
 }
+
+output "dashboard" {
+  description = "The Cloud Monitoring dashboard id."
+  value       = google_monitoring_dashboard.tollgate.id
+}
