@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -435,6 +436,44 @@ func TestSecrets(t *testing.T) {
 		}
 	}
 	m.resource(t, "google_secret_manager_secret", "secret")
+
+	// Each secret goes to functions that exist.
+	fns := m.local(t, "functions")
+	for it := sec.ElementIterator(); it.Next(); {
+		k, v := it.Element()
+		for _, f := range strs(t, attr(v, "functions")) {
+			if !fns.Type().HasAttribute(f) {
+				t.Errorf("secret %s goes to function %q, which is not deployed", k.AsString(), f)
+			}
+		}
+	}
+}
+
+// TestFunctionSettings checks the defaults against Pub/Sub's push deadline:
+// an event function must end before its push is redelivered.
+func TestFunctionSettings(t *testing.T) {
+	m := load(t)
+	fns := m.local(t, "functions")
+	if n := fns.LengthInt(); n != len(controller.Actions)+3 {
+		t.Errorf("local.functions has %d functions, want %d (the actions and 3 HTTP functions)", n, len(controller.Actions)+3)
+	}
+	ack, _ := strconv.Atoi(src(t, m.resource(t, "google_pubsub_subscription", "push"), "ack_deadline_seconds"))
+	if ack != 600 {
+		t.Errorf("google_pubsub_subscription.push: ack_deadline_seconds = %d, want 600 (the most Pub/Sub allows)", ack)
+	}
+	for it := fns.ElementIterator(); it.Next(); {
+		k, v := it.Element()
+		f := k.AsString()
+		timeout, _ := attr(v, "timeout_seconds").AsBigFloat().Int64()
+		if !attr(v, "http").True() && int(timeout) >= ack {
+			t.Errorf("function %s: timeout %ds, not below the push deadline %ds", f, timeout, ack)
+		}
+		for _, a := range []string{"memory", "concurrency", "max_instances"} {
+			if attr(v, a).IsNull() {
+				t.Errorf("function %s: no %s", f, a)
+			}
+		}
+	}
 }
 
 func TestVariablesAndOutputs(t *testing.T) {
