@@ -4,7 +4,7 @@
 locals {
   # Secret id suffix => the environment variable the functions read it from
   # and the functions that get it.
-  secrets = {
+  secrets = merge({
     gerrit-user = {
       env       = var.gerrit_user_env
       functions = keys(local.functions)
@@ -21,7 +21,14 @@ locals {
       env       = "TOLLGATE_ENROLL_SECRET"
       functions = ["worker_api"]
     }
-  }
+    }, {
+    for k, v in {
+      api-tokens = {
+        env       = var.ui_api_tokens_env
+        functions = ["api"]
+      }
+    } : k => v if v.env != ""
+  })
 
   # Function => the secrets it reads.
   function_secrets = {

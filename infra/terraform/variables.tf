@@ -238,3 +238,13 @@ variable "alert_queue_time_seconds" {
     error_message = "alert_queue_time_seconds must be positive."
   }
 }
+
+variable "ui_api_tokens_env" {
+  description = "The config's ui.api_tokens_env, if set: the api function gets the JSON API tokens in this variable, from the secret {prefix}-api-tokens. Empty: no API tokens."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.ui_api_tokens_env == "" || (can(regex("^[A-Z_][A-Z0-9_]*$", var.ui_api_tokens_env)) && !startswith(var.ui_api_tokens_env, "TOLLGATE_"))
+    error_message = "ui_api_tokens_env must be empty or an environment variable name not starting with TOLLGATE_."
+  }
+}
