@@ -807,9 +807,17 @@ func (s *Store) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, s
 // CountJobsSince implements store.Store from the (time_queued, state) index.
 func (s *Store) CountJobsSince(ctx context.Context, since time.Time) (map[model.State]int, error) {
 	out := map[model.State]int{}
-	err := s.read(ctx, "sqlite.CountJobsSince", func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT state, count(*) FROM jobs INDEXED BY jobs_queued_state
-			WHERE time_queued >= ? GROUP BY state`, nanos(since))
+	if err := s.countStates(ctx, "sqlite.CountJobsSince", out, `SELECT state, count(*) FROM jobs INDEXED BY jobs_queued_state
+			WHERE time_queued >= ? GROUP BY state`, nanos(since)); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// countStates adds the (state, count) rows of query to out.
+func (s *Store) countStates(ctx context.Context, op string, out map[model.State]int, query string, args ...any) error {
+	return s.read(ctx, op, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -826,10 +834,6 @@ func (s *Store) CountJobsSince(ctx context.Context, since time.Time) (map[model.
 		}
 		return rows.Err()
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // AddJobs implements store.Store: the jobs, the source's new JobIDs and, for
@@ -899,25 +903,7 @@ func (s *Store) CountJobs(ctx context.Context, states ...model.State) (map[model
 	if len(states) > 0 {
 		query = `SELECT state, count(*) FROM jobs WHERE state IN (` + placeholders(len(states)) + `) GROUP BY state`
 	}
-	err := s.read(ctx, "sqlite.CountJobs", func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var (
-				st string
-				n  int
-			)
-			if err := rows.Scan(&st, &n); err != nil {
-				return err
-			}
-			out[model.State(st)] = n
-		}
-		return rows.Err()
-	})
-	if err != nil {
+	if err := s.countStates(ctx, "sqlite.CountJobs", out, query, args...); err != nil {
 		return nil, err
 	}
 	return out, nil

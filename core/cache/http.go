@@ -247,25 +247,14 @@ func decodeJSON(r *http.Request, limit int64, v any) error {
 	return nil
 }
 
-// StatusOf returns the HTTP status the protocol answers for err's code.
+// StatusOf returns the HTTP status the protocol answers for err's code:
+// errs.HTTPStatus, except that an object too large is 413, which clients
+// do not retry (429 would ask them to).
 func StatusOf(err error) int {
-	switch errs.CodeOf(err) {
-	case errs.NotFound:
-		return http.StatusNotFound
-	case errs.InvalidArgument:
-		return http.StatusBadRequest
-	case errs.AlreadyExists, errs.FailedPrecondition, errs.Aborted:
-		return http.StatusConflict
-	case errs.PermissionDenied:
-		return http.StatusForbidden
-	case errs.Unauthenticated:
-		return http.StatusUnauthorized
-	case errs.ResourceExhausted:
+	if errs.CodeOf(err) == errs.ResourceExhausted {
 		return http.StatusRequestEntityTooLarge
-	case errs.Unavailable:
-		return http.StatusServiceUnavailable
 	}
-	return http.StatusInternalServerError
+	return errs.HTTPStatus(err)
 }
 
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {

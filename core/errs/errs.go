@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 )
 
 // Code classifies an error. The zero value is Unknown.
@@ -111,4 +112,26 @@ func Transient(err error) bool {
 		return err != nil
 	}
 	return false
+}
+
+// HTTPStatus is the HTTP status an error's code answers with: the one
+// mapping every Tollgate HTTP handler shares.
+func HTTPStatus(err error) int {
+	switch CodeOf(err) {
+	case NotFound:
+		return http.StatusNotFound
+	case InvalidArgument:
+		return http.StatusBadRequest
+	case AlreadyExists, FailedPrecondition, Aborted:
+		return http.StatusConflict
+	case PermissionDenied:
+		return http.StatusForbidden
+	case Unauthenticated:
+		return http.StatusUnauthorized
+	case ResourceExhausted:
+		return http.StatusTooManyRequests
+	case Unavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }

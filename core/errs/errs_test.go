@@ -29,3 +29,12 @@ func TestCodeOf(t *testing.T) {
 		t.Error("Transient misclassifies")
 	}
 }
+
+func TestHTTPStatus(t *testing.T) {
+	for c, want := range map[Code]int{NotFound: 404, InvalidArgument: 400, AlreadyExists: 409, FailedPrecondition: 409,
+		Aborted: 409, PermissionDenied: 403, Unauthenticated: 401, ResourceExhausted: 429, Unavailable: 503, Unknown: 500} {
+		if got := HTTPStatus(E(c, "op", "x")); got != want {
+			t.Errorf("HTTPStatus(%v) = %d, want %d", c, got, want)
+		}
+	}
+}

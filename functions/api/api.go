@@ -340,26 +340,8 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// StatusOf maps an error code to an HTTP status: the one place this happens.
-func StatusOf(err error) int {
-	switch errs.CodeOf(err) {
-	case errs.NotFound:
-		return http.StatusNotFound
-	case errs.InvalidArgument:
-		return http.StatusBadRequest
-	case errs.AlreadyExists, errs.FailedPrecondition, errs.Aborted:
-		return http.StatusConflict
-	case errs.PermissionDenied:
-		return http.StatusForbidden
-	case errs.Unauthenticated:
-		return http.StatusUnauthorized
-	case errs.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case errs.Unavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// StatusOf maps an error code to an HTTP status (errs.HTTPStatus).
+func StatusOf(err error) int { return errs.HTTPStatus(err) }
 
 // ErrorBody is the JSON shape of every error response.
 type ErrorBody struct {
