@@ -562,7 +562,7 @@ func (c *Cache) Put(ctx context.Context, d cache.Digest, r io.Reader) error {
 	if err := c.reserve(ctx, f, d.Size, need); err != nil {
 		return err
 	}
-	if err := cache.CopyVerified(f, ctxReader{ctx, r}, d); err != nil {
+	if err := cache.CopyVerified(f, cache.ContextReader(ctx, r), d); err != nil {
 		return mapErr(op, err)
 	}
 	if err := f.Sync(); err != nil {
@@ -1029,19 +1029,6 @@ func mapErr(op string, err error) error {
 	default:
 		return errs.Wrap(errs.Unknown, op, err)
 	}
-}
-
-// ctxReader stops a copy when the context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, errs.Wrap(errs.Unavailable, "read", err)
-	}
-	return c.r.Read(p)
 }
 
 func randomName() string {

@@ -307,7 +307,7 @@ func (c *Cache) Put(ctx context.Context, d cache.Digest, r io.Reader) error {
 	w.ContentType = "application/octet-stream"
 	w.CustomTime = now
 	w.ChunkSize = int(min(max((d.Size+minChunk)/minChunk*minChunk, minChunk), maxChunk))
-	if err := cache.CopyVerified(w, ctxReader{ctx, r}, d); err != nil {
+	if err := cache.CopyVerified(w, cache.ContextReader(ctx, r), d); err != nil {
 		cancel() // before Close: the upload is abandoned, not finalized
 		w.Close()
 		return mapErr(op, err)
@@ -550,17 +550,4 @@ func mapErr(op string, err error) error {
 		return errs.Wrap(errs.Unavailable, op, err)
 	}
 	return errs.Wrap(errs.Unknown, op, err)
-}
-
-// ctxReader stops a copy when the context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, errs.Wrap(errs.Unavailable, "read", err)
-	}
-	return c.r.Read(p)
 }
