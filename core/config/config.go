@@ -143,7 +143,17 @@ type Job struct {
 	Env        map[string]string `yaml:"env"`
 	Timeout    Duration          `yaml:"timeout"` // default: timeouts.job
 	SkipVoting bool              `yaml:"skip_voting"`
+	// Network is "" (the default: egress only through the worker's
+	// filtering proxy, never to the metadata server or loopback) or "none"
+	// (no network at all; the artifact cache stays reachable).
+	Network string `yaml:"network"`
 }
+
+// Network modes of a job type.
+const (
+	NetworkProxy = ""
+	NetworkNone  = "none"
+)
 
 // Timeouts bound jobs, patchsets and workers.
 type Timeouts struct {
@@ -367,6 +377,9 @@ func (c *Config) Validate() error {
 		}
 		if j.Timeout < 0 {
 			bad(key+".timeout", "must not be negative")
+		}
+		if j.Network != NetworkProxy && j.Network != NetworkNone {
+			bad(key+".network", "want none, or leave it unset for egress through the worker's proxy; got %q", j.Network)
 		}
 	}
 

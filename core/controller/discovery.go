@@ -297,7 +297,7 @@ func (c *Controller) CheckNewCL(ctx context.Context, a CheckNewCLArgs) error {
 		Branch: cd.Branch, Subject: cd.Subject, Owner: cd.Owner, Uploader: cd.Uploader,
 		TimeQueued: now, WantsVote: cd.WantsVote, Round: 1,
 	}
-	jobs := c.newJobs(now, ps.Src(), cd.Ref, cd.Revision)
+	jobs := c.newJobs(now, ps.Src(), &model.Checkout{Project: cd.Project, Branch: cd.Branch, Ref: cd.Ref, Revision: cd.Revision, Merge: true})
 	for _, j := range jobs {
 		ps.JobIDs = append(ps.JobIDs, j.ID)
 	}
@@ -329,7 +329,7 @@ func (c *Controller) CheckNewCL(ctx context.Context, a CheckNewCLArgs) error {
 }
 
 // newJobs returns one QUEUED job per configured job type for src.
-func (c *Controller) newJobs(now time.Time, src, ref, revision string) []*model.Job {
+func (c *Controller) newJobs(now time.Time, src string, co *model.Checkout) []*model.Job {
 	var jobs []*model.Job
 	for _, name := range c.cfg.JobNames() {
 		jc := c.cfg.Jobs[name]
@@ -337,9 +337,12 @@ func (c *Controller) newJobs(now time.Time, src, ref, revision string) []*model.
 		if env == nil {
 			env = map[string]string{}
 		}
-		env["TOLLGATE_GIT_REF"] = ref
-		env["TOLLGATE_REVISION"] = revision
-		jobs = append(jobs, model.NewJob(now, src, name, env, jc.SkipVoting))
+		env["TOLLGATE_GIT_REF"] = co.Ref
+		env["TOLLGATE_REVISION"] = co.Revision
+		j := model.NewJob(now, src, name, env, jc.SkipVoting)
+		cc := *co
+		j.Checkout = &cc
+		jobs = append(jobs, j)
 	}
 	return jobs
 }

@@ -46,7 +46,7 @@ func (c *Controller) QueuePostsubmitJobs(ctx context.Context, branch string) err
 		TimeCommitted: commit.Committer.Date.UTC(),
 		TimeQueued:    now,
 	}
-	jobs := c.newJobs(now, run.Src(), "refs/heads/"+branch, head.Revision)
+	jobs := c.newJobs(now, run.Src(), &model.Checkout{Project: c.cfg.Gerrit.Project, Branch: branch, Ref: "refs/heads/" + branch, Revision: head.Revision})
 	for _, j := range jobs {
 		run.JobIDs = append(run.JobIDs, j.ID)
 	}

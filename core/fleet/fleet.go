@@ -75,6 +75,22 @@ type Assignment struct {
 	Command []string          `json:"command"`
 	Env     map[string]string `json:"env"` // the job's env plus the TOLLGATE_* variables
 	Timeout time.Duration     `json:"timeout"`
+	// Checkout is what the worker checks out before the command runs; nil
+	// runs the command in an empty work tree.
+	Checkout *Checkout `json:"checkout,omitempty"`
+	// Network is the job type's network mode: "" (egress through the
+	// worker's filtering proxy) or "none".
+	Network string `json:"network,omitempty"`
+}
+
+// Checkout is a job's model.Checkout plus where to fetch it from.
+type Checkout struct {
+	model.Checkout
+	// URL is the project's anonymous git URL, {gerrit.url}/{project}; a
+	// worker holding Gerrit credentials fetches from {gerrit.url}/a/{project}.
+	URL string `json:"url"`
+	// AuthURL is {gerrit.url}/a/{project}.
+	AuthURL string `json:"auth_url"`
 }
 
 // Result is how a job ended.

@@ -9,6 +9,7 @@ import (
 	"path"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/blob"
@@ -184,7 +185,13 @@ func (s *Service) Claim(ctx context.Context, workerID string) (*Assignment, erro
 			env["TOLLGATE_PATCHSET"] = strconv.Itoa(ps)
 		}
 		s.o.Log.InfoContext(ctx, "job claimed", "job", j.ID, "worker", workerID, "attempt", j.Attempt)
-		return &Assignment{Job: j, Command: append([]string(nil), jc.Command...), Env: env, Timeout: s.o.Config.JobTimeout(j.Type)}, nil
+		a := &Assignment{Job: j, Command: append([]string(nil), jc.Command...), Env: env,
+			Timeout: s.o.Config.JobTimeout(j.Type), Network: jc.Network}
+		if co := j.Checkout; co != nil {
+			base := strings.TrimSuffix(s.o.Config.Gerrit.URL, "/")
+			a.Checkout = &Checkout{Checkout: *co, URL: base + "/" + co.Project, AuthURL: base + "/a/" + co.Project}
+		}
+		return a, nil
 	}
 }
 

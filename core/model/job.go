@@ -95,6 +95,23 @@ type Job struct {
 	// RequestedBy who asked for it; both empty for jobs the controller queued.
 	RetryOf     string `json:"retry_of,omitempty"`
 	RequestedBy string `json:"requested_by,omitempty"`
+	// Checkout is the commit the job tests; nil for jobs queued before
+	// Tollgate recorded it (they run in an empty work tree).
+	Checkout *Checkout `json:"checkout,omitempty"`
+}
+
+// Checkout names what a job tests. For a patchset, Ref is its
+// refs/changes/NN/CL/PS ref, merged by the worker onto the head of Branch
+// as it is when the job starts; for a postsubmit run, Ref is
+// refs/heads/{Branch} and Revision the branch commit itself, run as is.
+type Checkout struct {
+	Project  string `json:"project"`
+	Branch   string `json:"branch"`   // the target branch, without refs/heads/
+	Ref      string `json:"ref"`      // what to fetch
+	Revision string `json:"revision"` // the commit Ref named when the job was queued
+	// Merge says whether Revision is merged onto Branch's head (patchsets)
+	// or checked out alone (postsubmit).
+	Merge bool `json:"merge,omitempty"`
 }
 
 // NewJob returns a QUEUED job of type typ for src, created at now.
@@ -216,6 +233,10 @@ func (j *Job) Apply(t Transition) error {
 func (j *Job) Rerun(now time.Time, by string) *Job {
 	r := NewJob(now, j.Src, j.Type, maps.Clone(j.Env), j.SkipVoting)
 	r.RetryOf, r.RequestedBy = j.ID, by
+	if j.Checkout != nil {
+		c := *j.Checkout
+		r.Checkout = &c
+	}
 	return r
 }
 
