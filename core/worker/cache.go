@@ -5,13 +5,13 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/cache"
 	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 )
 
 // cacheProxy serves the worker's cache to one job, on 127.0.0.1 behind a
@@ -19,18 +19,21 @@ import (
 // protocol: the job reaches the cache without ever holding the worker's
 // own credentials, and loses it when it ends. A token in the path, not a
 // header, lets a job use plain curl (or `tollgate cache`).
+// cachePort is the cache's port on a sandboxed job's loopback.
+const cachePort = 48101
+
 type cacheProxy struct {
 	srv *http.Server
 	url string
 }
 
-func startCacheProxy(a cache.Access, log *slog.Logger) (*cacheProxy, error) {
+func startCacheProxy(sbj *sandbox.Job, a cache.Access, log *slog.Logger) (*cacheProxy, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
 	token := hex.EncodeToString(b[:])
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, addr, err := sbj.Listen(cachePort)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +49,7 @@ func startCacheProxy(a cache.Access, log *slog.Logger) (*cacheProxy, error) {
 	p := &cacheProxy{
 		srv: &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
-		url: "http://" + ln.Addr().String() + "/" + token,
+		url: "http://" + addr + "/" + token,
 	}
 	go p.srv.Serve(ln)
 	return p, nil

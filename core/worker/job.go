@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/fleet"
 	"github.com/tollgate-ci/tollgate/core/model"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 )
 
 // pipeDrainTimeout is how long the output pipe may stay open once the job's
@@ -99,19 +101,7 @@ func (w *Worker) runJob(ctx context.Context, a *fleet.Assignment) {
 	start := time.Now()
 	log.InfoContext(ctx, "job started", "command", a.Command, "dir", dir)
 
-	var proxy *cacheProxy
-	if w.o.Cache != nil {
-		var err error
-		if proxy, err = startCacheProxy(w.o.Cache, log); err != nil {
-			log.WarnContext(ctx, "cannot serve the cache to the job; it runs without one", "err", err)
-		} else {
-			j.cacheURL = proxy.url
-		}
-	}
-	out := w.execute(j)
-	if proxy != nil {
-		proxy.close()
-	}
+	out := w.execute(jctx, j, log)
 	switch out.state {
 	case model.Completed, model.Failed, model.TimedOut:
 		// Interrupted jobs run again and cancelled ones are not wanted:
@@ -142,7 +132,7 @@ func (w *Worker) runJob(ctx context.Context, a *fleet.Assignment) {
 
 // execute runs the job's command and returns how it ended. Whichever way
 // it ends, no process of its group is left running.
-func (w *Worker) execute(j *job) outcome {
+func (w *Worker) execute(ctx context.Context, j *job, log *slog.Logger) outcome {
 	if len(j.a.Command) == 0 {
 		j.logs.linef("the job has no command")
 		return outcome{state: model.Failed, reason: "the job has no command"}
@@ -152,18 +142,93 @@ func (w *Worker) execute(j *job) outcome {
 		j.logs.linef("cannot prepare the work directory: %v", err)
 		return outcome{state: model.Interrupted, reason: "worker error: " + err.Error()}
 	}
-	env := w.env(j)
-	cmd := &exec.Cmd{Args: j.a.Command, Dir: j.dir, Env: env, SysProcAttr: sysProcAttr()}
+	// The checkout stops when the job is stopped (cancelled, timed out).
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-j.stopped:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	if d := j.a.Timeout; d > 0 {
+		// The checkout counts against the job's timeout.
+		t := time.AfterFunc(d, func() { j.stop(model.TimedOut, fmt.Sprintf("timed out after %v", d)) })
+		defer t.Stop()
+	}
+	co, cerr := w.checkout(cctx, j)
+	if cerr == nil {
+		cerr = w.giveToJob(j)
+	}
+	if cerr != nil {
+		select {
+		case <-j.stopped:
+			return outcome{state: j.stopState, reason: j.stopReason}
+		default:
+		}
+		j.logs.linef("%s", cerr.reason)
+		return outcome{state: cerr.state, reason: cerr.reason}
+	}
+
+	spec := sandbox.JobSpec{Dir: j.dir, Network: j.a.Network}
+	if j.a.Checkout != nil {
+		spec.ReadOnly = append(spec.ReadOnly, filepath.Join(w.workDir, ".git-cache"))
+	}
+	sbj, err := w.sb.NewJob(spec)
+	if err != nil {
+		j.logs.linef("cannot set up the sandbox: %v", err)
+		return outcome{state: model.Interrupted, reason: "worker error: " + err.Error()}
+	}
+	defer sbj.Close()
+	var extra []string
+	if w.o.Cache != nil {
+		if proxy, err := startCacheProxy(sbj, w.o.Cache, log); err != nil {
+			log.WarnContext(ctx, "cannot serve the cache to the job; it runs without one", "err", err)
+		} else {
+			defer proxy.close()
+			j.cacheURL = proxy.url
+		}
+	}
+	if w.sb.Mode() == sandbox.ModeBwrap && j.a.Network == sandbox.NetworkProxy {
+		ln, addr, err := sbj.Listen(sandbox.ProxyPort)
+		if err != nil {
+			j.logs.linef("cannot start the egress proxy: %v", err)
+			return outcome{state: model.Interrupted, reason: "worker error: " + err.Error()}
+		}
+		p := &sandbox.EgressProxy{Allow: w.o.EgressAllow, Refused: func(dest, why string) {
+			j.logs.linef("sandbox: refused a connection to %s: %s", dest, why)
+		}}
+		srv := &http.Server{Handler: p, ReadHeaderTimeout: time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		go srv.Serve(ln)
+		defer srv.Close()
+		extra = append(extra, sandbox.ProxyEnv(addr)...)
+	}
+	env := append(w.env(j), gitEnv(j.a.Checkout, co)...)
+	env = append(env, extra...)
+	argv := slices.Clone(j.a.Command)
+	if w.sb.Mode() != sandbox.ModeBwrap {
+		// Inside the sandbox its init looks the command up.
+		p, err := lookPath(argv[0], lastValue(env, "PATH"))
+		if err != nil {
+			j.logs.linef("cannot start the command: %v", err)
+			code := 127
+			return outcome{state: model.Failed, exitCode: &code, reason: "cannot start the command"}
+		}
+		argv[0] = p
+	}
+	cmd := sbj.Command(argv, env, j.srcDir())
+	if w.sb.Mode() != sandbox.ModeBwrap {
+		cmd.Args[0] = j.a.Command[0] // as a shell would: the name, not the path
+	}
+	cmd.SysProcAttr = sysProcAttr()
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		j.logs.linef("cannot create the output pipe: %v", err)
 		return outcome{state: model.Interrupted, reason: "worker error: " + err.Error()}
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw // one pipe keeps stdout and stderr interleaved
-	cmd.Path, err = lookPath(j.a.Command[0], lastValue(env, "PATH"))
-	if err == nil {
-		err = cmd.Start()
-	}
+	err = cmd.Start()
 	pw.Close()
 	if err != nil {
 		pr.Close()
@@ -182,11 +247,6 @@ func (w *Worker) execute(j *job) outcome {
 		defer close(waitDone)
 		_ = cmd.Wait() // the status is in cmd.ProcessState
 	}()
-	if d := j.a.Timeout; d > 0 {
-		t := time.AfterFunc(d, func() { j.stop(model.TimedOut, fmt.Sprintf("timed out after %v", d)) })
-		defer t.Stop()
-	}
-
 	var stopped model.State
 	select {
 	case <-waitDone:
@@ -306,7 +366,7 @@ func (w *Worker) env(j *job) []string {
 		}
 		env = append(env, k+"="+v)
 	}
-	env = append(env, "TOLLGATE_ARTIFACTS_DIR="+j.artDir, "TOLLGATE_WORK_DIR="+j.dir)
+	env = append(env, "TOLLGATE_ARTIFACTS_DIR="+j.artDir, "TOLLGATE_WORK_DIR="+j.dir, "TOLLGATE_SRC_DIR="+j.srcDir())
 	if j.cacheURL != "" {
 		env = append(env, cache.EnvURL+"="+j.cacheURL)
 	}
@@ -341,6 +401,21 @@ func lookPath(file, path string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%q not found in PATH %q: %w", file, path, exec.ErrNotFound)
+}
+
+// srcDir is the job's work tree: its checkout, and where its command runs.
+func (j *job) srcDir() string { return filepath.Join(j.dir, "src") }
+
+// giveToJob hands the work directory, checkout included, to the sandbox
+// user (when jobs run as another user than the worker).
+func (w *Worker) giveToJob(j *job) *checkoutError {
+	if err := os.MkdirAll(j.srcDir(), 0o755); err != nil {
+		return infraErr("%v", err)
+	}
+	if err := w.sb.Chown(j.dir); err != nil {
+		return infraErr("cannot give the work directory to the sandbox user: %v", err)
+	}
+	return nil
 }
 
 // prepareDir makes a fresh work directory: a leftover of an earlier run

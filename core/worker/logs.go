@@ -81,6 +81,22 @@ func (s *logShipper) linef(format string, args ...any) {
 	s.add([]byte(line))
 }
 
+// lines adds output of the worker's own tools (git) as it is, ending
+// with a newline; only its last 64 KiB are kept.
+func (s *logShipper) lines(out []byte) {
+	const max = 64 << 10
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	if len(out) == 0 {
+		return
+	}
+	if out[len(out)-1] != '\n' {
+		out = append(out[:len(out):len(out)], '\n')
+	}
+	_, _ = s.Write(out)
+}
+
 // add appends p to pend; s.mu is held.
 func (s *logShipper) add(p []byte) {
 	if len(p) == 0 {

@@ -17,6 +17,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/fleet"
 	"github.com/tollgate-ci/tollgate/core/model"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 )
 
 // Options configure a Worker. Backend, ID and WorkDir are required.
@@ -61,6 +63,15 @@ type Options struct {
 	// URL (with a per-job token) is in TOLLGATE_CACHE_URL: the cache
 	// itself in-process, or the worker API client on another machine.
 	Cache cache.Access
+	// Sandbox isolates jobs (see package sandbox). Default: none, which
+	// isolates only the environment; composition roots choose bwrap.
+	Sandbox *sandbox.Sandbox
+	// GitUser and GitPassword are Gerrit's HTTP credentials: with them
+	// the checkout fetches from {gerrit.url}/a/{project}. Jobs never see them.
+	GitUser, GitPassword string
+	// EgressAllow lists "ip:port" destinations the egress proxy lets jobs
+	// reach even on loopback or link-local addresses (tests).
+	EgressAllow []string
 }
 
 // Worker runs jobs from a fleet.Backend. Create it with New; Run it once.
@@ -77,6 +88,10 @@ type Worker struct {
 
 	mu  sync.Mutex
 	cur *job // the running job, nil when idle
+
+	sb      *sandbox.Sandbox
+	gitPath string     // "" when git is not installed: checkouts fail
+	gitMu   sync.Mutex // one fetch into the mirrors at a time
 }
 
 const (
@@ -127,7 +142,13 @@ func New(o Options) (*Worker, error) {
 	}
 	o.Labels = maps.Clone(o.Labels)
 	o.BaseEnv = slices.Clone(o.BaseEnv)
-	w := &Worker{o: o, b: o.Backend, log: o.Log.With("worker", o.ID), workDir: abs, hbNow: make(chan struct{}, 1)}
+	w := &Worker{o: o, b: o.Backend, log: o.Log.With("worker", o.ID), workDir: abs, hbNow: make(chan struct{}, 1), sb: o.Sandbox}
+	if w.sb == nil {
+		if w.sb, err = sandbox.New(sandbox.Options{Mode: sandbox.ModeNone, Root: abs}); err != nil {
+			return nil, errs.Wrap(errs.InvalidArgument, op, err)
+		}
+	}
+	w.gitPath, _ = exec.LookPath("git")
 	w.hbEvery.Store(int64(o.HeartbeatEvery))
 	w.pollEvery.Store(int64(o.PollEvery))
 	return w, nil
@@ -147,7 +168,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.firstHeartbeat(ctx); err != nil {
 		return err
 	}
-	w.log.InfoContext(ctx, "worker started", "host", w.o.Host, "version", w.o.Version, "work_dir", w.workDir)
+	uid, _ := w.sb.UID()
+	w.log.InfoContext(ctx, "worker started", "host", w.o.Host, "version", w.o.Version, "work_dir", w.workDir,
+		"sandbox", w.sb.Mode(), "job_uid", uid)
+	if why := w.sb.Fallback(); why != "" {
+		w.log.WarnContext(ctx, "jobs run WITHOUT a sandbox: they can read the worker's files and reach its network", "why", why)
+	}
+	if w.gitPath == "" {
+		w.log.WarnContext(ctx, "git is not installed: jobs with a checkout will fail")
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { w.heartbeatLoop(ctx) })
 	w.claimLoop(ctx)

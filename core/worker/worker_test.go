@@ -374,7 +374,7 @@ func TestEnv(t *testing.T) {
 	t.Setenv("TOLLGATE_WORKER_TOKEN", "secret")
 	for _, keep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
-			a := assign("env", `env; echo "cwd=$(pwd)"; ls -a; echo kept > "$TOLLGATE_ARTIFACTS_DIR/../kept"`, 0)
+			a := assign("env", `env; echo "cwd=$(pwd)"; ls -a ..; echo kept > "$TOLLGATE_ARTIFACTS_DIR/../kept"`, 0)
 			f := newFake(a)
 			w, _, _ := start(t, f, func(o *Options) { o.KeepWorkDirs = keep })
 			if r := waitResult(t, f, a.Job.ID, 10*time.Second); r.State != model.Completed {
@@ -395,8 +395,9 @@ func TestEnv(t *testing.T) {
 				"TOLLGATE_JOB_ID":        a.Job.ID,
 				"JOB_VAR":                "from the config",
 				"TOLLGATE_WORK_DIR":      dir,
+				"TOLLGATE_SRC_DIR":       filepath.Join(dir, "src"),
 				"TOLLGATE_ARTIFACTS_DIR": filepath.Join(dir, "artifacts"),
-				"cwd":                    dir,
+				"cwd":                    filepath.Join(dir, "src"),
 			}
 			for k, v := range want {
 				if env[k] != v {
