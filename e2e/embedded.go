@@ -90,7 +90,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (_ *Embedded, err err
 			err = errors.Join(err, e.Stop())
 		}
 	}()
-	ctl, script, err := prepare(o.Dir)
+	ctl, err := prepare(o.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +105,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (_ *Embedded, err err
 		return nil, err
 	}
 	// `tollgate up` listens on a port it picks, so vote.ui_url is unset.
-	cfg := strings.ReplaceAll(configText(script, ctl, o.Settings, false), placeholderGerritURL, gerritURL)
+	cfg := strings.ReplaceAll(configText(ctl, o.Settings, false), placeholderGerritURL, gerritURL)
 	cfgPath := filepath.Join(o.Dir, "tollgate.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -185,7 +185,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (_ *Embedded, err err
 	e.workers = &workerSet{prefix: "e2e-emb-", dir: o.Dir, env: env,
 		argv: func(id, work string) []string {
 			return []string{o.Tollgate, "worker", "--server", e.apiURL, "--enroll-secret-env", envEnrollSecret,
-				"--id", id, "--work-dir", work, "--grace", "1s"}
+				"--id", id, "--work-dir", work, "--grace", "1s", "--sandbox", Sandbox}
 		}}
 	for range o.Workers {
 		if _, err := e.workers.add(); err != nil {

@@ -80,13 +80,13 @@ func StartEmulated(ctx context.Context, o EmulatedOptions) (_ *Emulated, err err
 			err = errors.Join(err, e.Stop())
 		}
 	}()
-	ctl, script, err := prepare(o.Dir)
+	ctl, err := prepare(o.Dir)
 	if err != nil {
 		return nil, err
 	}
 	e.ctl = ctl
 	cfgPath := filepath.Join(o.Dir, "tollgate.yaml")
-	if err := os.WriteFile(cfgPath, []byte(configText(script, ctl, o.Settings, true)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(configText(ctl, o.Settings, true)), 0o644); err != nil {
 		return nil, err
 	}
 	lo := o.Launcher
@@ -109,7 +109,7 @@ func StartEmulated(ctx context.Context, o EmulatedOptions) (_ *Emulated, err err
 	env := append(append(os.Environ(), e.topo.EmulatorEnv()...), o.Launcher.Env...)
 	e.workers = &workerSet{prefix: "e2e-emu-", dir: o.Dir, env: env,
 		argv: func(id, work string) []string {
-			return []string{o.Tollgate, "worker", "--backend", "gcp", "--id", id, "--work-dir", work, "--grace", "1s"}
+			return []string{o.Tollgate, "worker", "--backend", "gcp", "--id", id, "--work-dir", work, "--grace", "1s", "--sandbox", Sandbox}
 		}}
 	for range o.Workers {
 		if _, err := e.workers.add(); err != nil {

@@ -59,11 +59,13 @@ func ctx(t *testing.T) context.Context {
 // owner, then writes its jobs' rules.
 func (e *env) change(t *testing.T, owner, subject string, rules ...Rule) fakegerrit.PatchSet {
 	t.Helper()
-	ps, err := e.g.CreateChange(fakegerrit.ChangeSpec{Project: Project, Branch: Branch, Subject: subject, OwnerEmail: owner})
+	text, err := Behaviour(rules...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Behaviour(e.ctl, ps.Change, rules...); err != nil {
+	ps, err := e.g.CreateChange(fakegerrit.ChangeSpec{Project: Project, Branch: Branch, Subject: subject, OwnerEmail: owner,
+		Files: map[string]string{RulesPath: text}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	e.mu.Lock()

@@ -29,7 +29,8 @@ type Topology interface {
 	// WebhookURL is where Gerrit's webhooks plugin posts, token included;
 	// "" when the topology serves no webhook.
 	WebhookURL() string
-	// ControlDir is where Behaviour files go.
+	// ControlDir is where hung jobs leave their pids and Release puts
+	// the files that let waiting jobs end.
 	ControlDir() string
 	// Trigger runs action with args now, as its scheduler would.
 	Trigger(ctx context.Context, action string, args any) error
@@ -115,10 +116,10 @@ const (
 
 // configText is the config of both topologies: Project on the fake Gerrit
 // (placeholderGerritURL), polled every second (Settings.PollInterval); three job types running
-// script with the control directory in E2E_CTL; short timeouts. With
+// ScriptPath of the checkout with the control directory in E2E_CTL; short timeouts. With
 // uiURL, vote.ui_url is set (placeholderAPIURL is replaced by the
 // emulated topology's launcher).
-func configText(script, ctl string, s Settings, uiURL bool) string {
+func configText(ctl string, s Settings, uiURL bool) string {
 	s = s.withDefaults()
 	var b strings.Builder
 	fmt.Fprintf(&b, `# the e2e suite's config
@@ -144,7 +145,7 @@ vote:
 	}
 	b.WriteString("jobs:\n")
 	for _, t := range JobTypes {
-		fmt.Fprintf(&b, "  %s:\n    command: [sh, %s, %s]\n    env: {E2E_CTL: %s}\n", t, strconv.Quote(script), t, strconv.Quote(ctl))
+		fmt.Fprintf(&b, "  %s:\n    command: [sh, %s, %s]\n    env: {E2E_CTL: %s}\n", t, ScriptPath, t, strconv.Quote(ctl))
 		if t == "lint" {
 			b.WriteString("    skip_voting: true\n")
 		}
@@ -158,21 +159,19 @@ ui: {users: ['*']} # the suite reads the API anonymously
 	return b.String()
 }
 
-// jobScript is every job's command: sh jobScript TYPE. What it does for a
-// change is in the file E2E_CTL/CHANGE (see Behaviour), which it waits for
-// (the test writes it right after creating the change, which may be after
-// the job started). Postsubmit jobs pass.
-const jobScript = `# e2e job: sh job.sh TYPE; the rules for a change are in $E2E_CTL/$TOLLGATE_CHANGE
+// jobScript is every job's command: sh ci/job.sh TYPE, from the project's
+// first commit, run in the job's checkout. What it does for a change is in
+// the change's own file RulesPath (see Behaviour), so a job passes only
+// when it really runs on the change's files; it also checks that its tree
+// holds the patchset's commit. Postsubmit jobs pass. Hang and wait steer
+// the job at run time through files in $E2E_CTL.
+const jobScript = `# e2e job: sh ci/job.sh TYPE; the rules for a change are in the change's ` + RulesPath + `
 type="$1"
 echo "e2e $type: change ${TOLLGATE_CHANGE:-none} patchset ${TOLLGATE_PATCHSET:-none} attempt $TOLLGATE_ATTEMPT ref $TOLLGATE_GIT_REF"
+if ! git merge-base --is-ancestor "$TOLLGATE_REVISION" HEAD; then echo "FAIL: the work tree does not hold $TOLLGATE_REVISION"; exit 5; fi
 if [ -z "$TOLLGATE_CHANGE" ]; then echo "postsubmit $type: ok"; exit 0; fi
-f="$E2E_CTL/$TOLLGATE_CHANGE"
-n=0
-while [ ! -f "$f" ]; do
-  n=$((n+1))
-  if [ "$n" -gt 1200 ]; then echo "no rules in $f after 60s"; exit 3; fi
-  sleep 0.05
-done
+f="` + RulesPath + `"
+if [ ! -f "$f" ]; then echo "FAIL: no $f in the checkout of change $TOLLGATE_CHANGE"; exit 3; fi
 while read -r t p a act; do
   case "$type" in $t) ;; *) continue ;; esac
   case "$TOLLGATE_PATCHSET" in $p) ;; *) continue ;; esac
@@ -199,6 +198,17 @@ done < "$f"
 echo "$type: ok"
 `
 
+// RulesPath is where a change's rules for its jobs are, in its tree.
+const RulesPath = "e2e/rules"
+
+// ScriptPath is the job script in the project's tree.
+const ScriptPath = "ci/job.sh"
+
+// Sandbox is the workers' --sandbox: none, because hang and wait steer jobs
+// through files outside their work trees. The sandbox has tests of its own
+// (core/sandbox, core/worker).
+const Sandbox = "none"
+
 // Actions of a Rule.
 const (
 	Pass = "pass"
@@ -216,23 +226,20 @@ type Rule struct {
 	Action   string
 }
 
-// Behaviour writes the rules of change's jobs (atomically).
-func Behaviour(ctlDir string, change int, rules ...Rule) error {
+// Behaviour returns the content of a change's RulesPath file: its jobs'
+// rules, the first match deciding, and pass for the rest.
+func Behaviour(rules ...Rule) (string, error) {
 	var b strings.Builder
 	for _, r := range rules {
 		switch r.Action {
 		case Pass, Fail, Hang, Wait:
 		default:
-			return fmt.Errorf("e2e: rule action %q", r.Action)
+			return "", fmt.Errorf("e2e: rule action %q", r.Action)
 		}
 		fmt.Fprintf(&b, "%s %s %s %s\n", anyIfEmpty(r.Type), anyIfZero(r.Patchset), anyIfZero(r.Attempt), r.Action)
 	}
 	b.WriteString("* * * pass\n")
-	name := filepath.Join(ctlDir, strconv.Itoa(change))
-	if err := os.WriteFile(name+".tmp", []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(name+".tmp", name)
+	return b.String(), nil
 }
 
 func anyIfEmpty(s string) string {
@@ -259,25 +266,25 @@ func PidFile(ctlDir string, change int, jobType string, patchset, attempt int) s
 	return filepath.Join(ctlDir, fmt.Sprintf("%d.%s.%d.%d.pid", change, jobType, patchset, attempt))
 }
 
-// prepare creates dir's control directory and job script and returns
-// their paths.
-func prepare(dir string) (ctl, script string, err error) {
+// prepare creates dir's control, log and work directories and returns
+// the control directory.
+func prepare(dir string) (ctl string, err error) {
 	ctl = filepath.Join(dir, "ctl")
 	if err := os.MkdirAll(ctl, 0o755); err != nil {
-		return "", "", err
+		return "", err
 	}
-	for _, d := range []string{"logs", "work"} {
+	for _, d := range []string{"logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return "", "", err
+			return "", err
 		}
 	}
-	script = filepath.Join(dir, "job.sh")
-	return ctl, script, os.WriteFile(script, []byte(jobScript), 0o644)
+	return ctl, nil
 }
 
 // createProject creates Project with Branch on g.
 func createProject(g *fakegerrit.Server) error {
-	_, err := g.CreateBranch(Project, Branch, fakegerrit.CommitSpec{Subject: "Initial commit", AuthorEmail: Trusted("admin")})
+	_, err := g.CreateBranch(Project, Branch, fakegerrit.CommitSpec{Subject: "Initial commit", AuthorEmail: Trusted("admin"),
+		Files: map[string]string{ScriptPath: jobScript, "README.md": "The end-to-end suite's project.\n"}})
 	return err
 }
 

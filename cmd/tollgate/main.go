@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 	"io"
 	"log/slog"
 	"os"
@@ -43,6 +44,7 @@ Run 'tollgate <command> -h' for a command's flags.
 `
 
 func main() {
+	sandbox.Init() // a sandboxed job's launcher and init are this program too
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/model"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 	"github.com/tollgate-ci/tollgate/core/worker"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
 )
@@ -23,6 +24,7 @@ import (
 // TestMain lets a test start this test binary as `tollgate` in a real child
 // process: with TOLLGATE_TEST_MAIN=1 it runs main() instead of the tests.
 func TestMain(m *testing.M) {
+	sandbox.Init()
 	if os.Getenv("TOLLGATE_TEST_MAIN") == "1" {
 		main()
 		return

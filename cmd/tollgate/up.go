@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -28,6 +29,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/fleet"
 	"github.com/tollgate-ci/tollgate/core/gerrit"
 	"github.com/tollgate-ci/tollgate/core/metrics"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 	"github.com/tollgate-ci/tollgate/core/tasks"
 	"github.com/tollgate-ci/tollgate/core/worker"
 	"github.com/tollgate-ci/tollgate/functions/auth"
@@ -47,11 +49,16 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	secretEnv := fs.String("enroll-secret-env", "TOLLGATE_ENROLL_SECRET", "environment variable holding the secret remote workers enroll with (unset: the worker API refuses enrollment; with --demo a secret is made up and printed)")
 	channel := fs.Int("channel", 0, "worker API channel id; remote workers must use the same")
 	hookEnv := fs.String("webhook-token-env", "TOLLGATE_WEBHOOK_TOKEN", "environment variable holding the token Gerrit's webhook must send as ?token= (unset: no webhook)")
+	sbMode := fs.String("sandbox", "auto", "how built-in workers isolate jobs: bwrap, none, or auto (bwrap where it works)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	log := newLogger(stderr, *verbose)
+	mode, err := sandbox.ParseMode(*sbMode)
+	if err != nil {
+		return err
+	}
 
 	var cfg *config.Config
 	var dm *demo
@@ -77,7 +84,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		secret = randomHex(16)
 	}
 	rt, err := startEmbedded(ctx, embeddedOptions{Config: cfg, DataDir: *dataDir, Listen: *listen, Log: log,
-		Workers: *workers, EnrollSecret: secret, Channel: *channel, WebhookToken: os.Getenv(*hookEnv)})
+		Workers: *workers, EnrollSecret: secret, Channel: *channel, WebhookToken: os.Getenv(*hookEnv), Sandbox: mode})
 	if err != nil {
 		return err
 	}
@@ -120,6 +127,8 @@ type embeddedOptions struct {
 	Channel      int
 	// WebhookToken serves Gerrit's webhook at webhookPath ("": not served).
 	WebhookToken string
+	// Sandbox is how built-in workers isolate jobs (default: none).
+	Sandbox sandbox.Mode
 }
 
 // webhookPath is where `tollgate up` serves Gerrit's webhooks plugin.
@@ -261,9 +270,23 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 	}
 	go rt.schedule(runCtx, every)
 	host, _ := os.Hostname()
+	var sb *sandbox.Sandbox
+	var gitUser, gitPassword string
+	if o.Workers > 0 {
+		if sb, err = sandbox.New(sandbox.Options{Mode: cmp.Or(o.Sandbox, sandbox.ModeNone), Root: filepath.Join(o.DataDir, "work"), UID: -1, GID: -1}); err != nil {
+			rt.Close()
+			return nil, err
+		}
+		// The built-in workers fetch with the controller's Gerrit credentials.
+		if gitUser, gitPassword, err = o.Config.Credentials(); err != nil {
+			rt.Close()
+			return nil, err
+		}
+	}
 	for i := 1; i <= o.Workers; i++ {
 		w, err := worker.New(worker.Options{Backend: rt.Fleet, Cache: jobCache, ID: fmt.Sprintf("local-%d", i), Host: host, Version: Version,
-			WorkDir: filepath.Join(o.DataDir, "work", fmt.Sprintf("local-%d", i)), Log: o.Log})
+			WorkDir: filepath.Join(o.DataDir, "work", fmt.Sprintf("local-%d", i)), Log: o.Log,
+			Sandbox: sb, GitUser: gitUser, GitPassword: gitPassword})
 		if err != nil {
 			rt.Close()
 			return nil, err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/errs"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 	"github.com/tollgate-ci/tollgate/core/worker"
 	"github.com/tollgate-ci/tollgate/functions/cloudrun"
 	"github.com/tollgate-ci/tollgate/functions/workerapi"
@@ -40,6 +41,11 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "tollgate-worker"), "root of the per-job work directories")
 	grace := fs.Duration("grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
 	keep := fs.Bool("keep-work-dirs", false, "keep each job's work directory after it ends (debugging)")
+	sbMode := fs.String("sandbox", "auto", "how jobs are isolated: bwrap (required in production), none, or auto (bwrap where it works, else none with a warning)")
+	sbUID := fs.Int("sandbox-uid", -1, "host uid (and gid) jobs run as when the worker runs as root (default 65534, nobody)")
+	sbRO := fs.String("sandbox-ro", "", "more host paths jobs see read-only, comma-separated (toolchains outside /usr and /opt)")
+	gitUserEnv := fs.String("gerrit-user-env", "", "environment variable holding Gerrit's HTTP user, to fetch changes from {gerrit.url}/a/{project} (unset: anonymous fetch)")
+	gitPassEnv := fs.String("gerrit-password-env", "", "environment variable holding Gerrit's HTTP password")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -51,13 +57,40 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	mode, err := sandbox.ParseMode(*sbMode)
+	if err != nil {
+		return err
+	}
+	var ro []string
+	for _, p := range strings.Split(*sbRO, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			if !filepath.IsAbs(p) {
+				return fmt.Errorf("worker: --sandbox-ro: %q is not an absolute path", p)
+			}
+			ro = append(ro, p)
+		}
+	}
+	sb, err := sandbox.New(sandbox.Options{Mode: mode, Root: *workDir, UID: *sbUID, GID: *sbUID, ReadOnly: ro})
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	var gitUser, gitPass string
+	if *gitUserEnv != "" {
+		gitUser, gitPass = os.Getenv(*gitUserEnv), os.Getenv(*gitPassEnv)
+		if gitUser == "" || gitPass == "" {
+			return fmt.Errorf("worker: --gerrit-user-env %s and --gerrit-password-env %q must both name set variables", *gitUserEnv, *gitPassEnv)
+		}
+		_ = os.Unsetenv(*gitUserEnv)
+		_ = os.Unsetenv(*gitPassEnv)
+	}
 	host, _ := os.Hostname()
 	if *id == "" {
 		*id = defaultWorkerID(host)
 	}
 	log := newLogger(stderr, *verbose)
 	opts := worker.Options{ID: *id, Host: host, Version: Version, Labels: lbls,
-		WorkDir: *workDir, Log: log, KillGrace: *grace, KeepWorkDirs: *keep}
+		WorkDir: *workDir, Log: log, KillGrace: *grace, KeepWorkDirs: *keep,
+		Sandbox: sb, GitUser: gitUser, GitPassword: gitPass}
 	switch *backend {
 	case "gcp":
 		return runGCPWorker(ctx, cloudrun.Settings{Config: *cfgLoc, Project: *project, BlobBucket: *bucket, TopicPrefix: *prefix}, opts, stdout)

@@ -283,6 +283,9 @@ echo result > "$TOLLGATE_ARTIFACTS_DIR/result.txt"`
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
 	}
+	if strings.Contains(log, "left processes running") {
+		t.Errorf("the sandbox's own processes were taken for leftovers:\n%s", log)
+	}
 	if strings.Contains(log, "uid: 0\n") {
 		t.Errorf("the job ran as root:\n%s", log)
 	}

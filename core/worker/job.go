@@ -261,7 +261,7 @@ func (w *Worker) execute(ctx context.Context, j *job, log *slog.Logger) outcome 
 		if w.killGroup(cmd.Process, waitDone) {
 			j.logs.linef("processes still running after %v: sent SIGKILL", w.o.KillGrace)
 		}
-	case groupAlive(cmd.Process):
+	case groupAlive(cmd.Process) && !w.sandboxEnds(cmd.Process):
 		rd.fence(func() {
 			j.logs.linef("the command exited but left processes running: stopping them (SIGTERM, then SIGKILL after %v)", w.o.KillGrace)
 		})
@@ -285,6 +285,22 @@ func (w *Worker) execute(ctx context.Context, j *job, log *slog.Logger) outcome 
 		return outcome{state: model.Completed, exitCode: &code}
 	}
 	return outcome{state: model.Failed, exitCode: &code}
+}
+
+// sandboxEnds waits for a bwrap sandbox's last processes to go, as they
+// do by themselves once its init exits: the kernel kills what is left of
+// its pid namespace. It reports false (leftovers to stop) without bwrap.
+func (w *Worker) sandboxEnds(p *os.Process) bool {
+	if w.sb.Mode() != sandbox.ModeBwrap {
+		return false
+	}
+	for range 100 {
+		if !groupAlive(p) {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
 }
 
 // drain waits for the end of the output. Once the group is gone only a

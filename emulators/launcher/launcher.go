@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -83,6 +84,8 @@ type Options struct {
 	// balancers deliver pushes unreliably (see Chaos), for tests of the
 	// handlers' idempotency. The HTTP functions are spared.
 	Chaos *Chaos
+	// Sandbox is the workers' --sandbox (default: theirs, auto).
+	Sandbox string
 }
 
 // Chaos is how an action function's balancer misbehaves, as an
@@ -597,7 +600,8 @@ func (t *Topology) startWorkers() error {
 		c := &child{
 			name: name, kind: KindWorker, log: t.log, ready: t.o.Ready, env: env,
 			argv: []string{t.o.Tollgate, "worker", "--backend", "gcp", "--id", "emu-" + name,
-				"--work-dir", filepath.Join(t.dir, "work", name), "--grace", grace.String()},
+				"--work-dir", filepath.Join(t.dir, "work", name), "--grace", grace.String(),
+				"--sandbox", cmp.Or(t.o.Sandbox, "auto")},
 			logPath: filepath.Join(t.logDir, name+".log"),
 		}
 		if err := c.start(); err != nil {
