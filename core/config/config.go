@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/url"
 	"os"
@@ -147,6 +148,12 @@ type Job struct {
 	// filtering proxy, never to the metadata server or loopback) or "none"
 	// (no network at all; the artifact cache stays reachable).
 	Network string `yaml:"network"`
+	// Require is the labels a worker must advertise (with these values)
+	// to run the job type; none: any worker.
+	Require map[string]string `yaml:"require"`
+	// Expiry is how long a job may wait, queued, before it ends EXPIRED
+	// (default: timeouts.expiry).
+	Expiry Duration `yaml:"expiry"`
 }
 
 // Network modes of a job type.
@@ -160,6 +167,13 @@ type Timeouts struct {
 	Job         Duration `yaml:"job"`
 	CL          Duration `yaml:"cl"`
 	WorkerDeath Duration `yaml:"worker_death"`
+	// NoResource is the grace of a queued job no live worker could run: once
+	// it has waited this long and no worker whose labels meet its
+	// requirements has sent a heartbeat for this long, it ends NO_RESOURCE.
+	NoResource Duration `yaml:"no_resource"`
+	// Expiry is how long a job may wait, queued, before it ends EXPIRED
+	// (jobs.NAME.expiry overrides it per job type).
+	Expiry Duration `yaml:"expiry"`
 }
 
 // Postsubmit says how often branch heads are checked.
@@ -260,7 +274,7 @@ func Defaults() Config {
 		},
 		Trust:      Trust{ReadyLabel: "Presubmit-Ready"},
 		Vote:       Vote{Enabled: true, Label: "Code-Review"},
-		Timeouts:   Timeouts{Job: Duration(45 * time.Minute), CL: Duration(3 * time.Hour), WorkerDeath: Duration(5 * time.Minute)},
+		Timeouts:   defaultTimeouts,
 		LogsTTL:    Duration(30 * 24 * time.Hour),
 		Postsubmit: Postsubmit{Interval: Duration(time.Hour)},
 		Tasks:      Tasks{MaxAttempts: 5},
@@ -269,6 +283,9 @@ func Defaults() Config {
 			Prefix: "cache/", TouchInterval: Duration(time.Hour)},
 	}
 }
+
+var defaultTimeouts = Timeouts{Job: Duration(45 * time.Minute), CL: Duration(3 * time.Hour), WorkerDeath: Duration(5 * time.Minute),
+	NoResource: Duration(10 * time.Minute), Expiry: Duration(24 * time.Hour)}
 
 // Load reads and parses the file at path.
 func Load(path string) (*Config, error) {
@@ -381,6 +398,14 @@ func (c *Config) Validate() error {
 		if j.Network != NetworkProxy && j.Network != NetworkNone {
 			bad(key+".network", "want none, or leave it unset for egress through the worker's proxy; got %q", j.Network)
 		}
+		for _, k := range slices.Sorted(maps.Keys(j.Require)) {
+			if !model.ValidLabel(k) || !model.ValidLabel(j.Require[k]) {
+				bad(key+".require."+k, "label keys and values are 1-63 of letters, digits, '_', '.', ':', '/' and '-', starting with a letter or digit; got %q: %q", k, j.Require[k])
+			}
+		}
+		if j.Expiry != 0 && j.Expiry.D() < 10*time.Second {
+			bad(key+".expiry", "must be at least 10s")
+		}
 	}
 
 	if c.Timeouts.Job.D() <= 0 {
@@ -391,6 +416,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeouts.WorkerDeath.D() < 10*time.Second {
 		bad("timeouts.worker_death", "must be at least 10s (workers heartbeat every 10s)")
+	}
+	if c.Timeouts.NoResource.D() < 30*time.Second {
+		bad("timeouts.no_resource", "must be at least 30s (workers heartbeat every 10s)")
+	}
+	if c.Timeouts.Expiry.D() < 10*time.Second {
+		bad("timeouts.expiry", "must be at least 10s")
 	}
 	// Short TTLs are for tests and demos (the end-to-end suite expires
 	// logs in seconds); production keeps days.
@@ -475,6 +506,28 @@ func (c *Config) JobTimeout(name string) time.Duration {
 		return j.Timeout.D()
 	}
 	return c.Timeouts.Job.D()
+}
+
+// JobExpiry returns how long a job of type name may wait, queued.
+func (c *Config) JobExpiry(name string) time.Duration {
+	if j, ok := c.Jobs[name]; ok && j.Expiry > 0 {
+		return j.Expiry.D()
+	}
+	return c.Timeouts.Expiry.D()
+}
+
+// PoolsFor returns the pools (model.PoolOf of a job type's require) of
+// the configured job types whose requirements labels meet, sorted: the
+// queue pools a worker with these labels claims from.
+func (c *Config) PoolsFor(labels map[string]string) []string {
+	var out []string
+	for _, j := range c.Jobs {
+		if model.Meets(labels, j.Require) {
+			out = append(out, model.PoolOf(j.Require))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Credentials returns the Gerrit user and password from the environment

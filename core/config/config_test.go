@@ -88,6 +88,11 @@ func TestInvalidValuesNameTheirKey(t *testing.T) {
 		{"logs_ttl: 7d => logs_ttl: 7d\ncache: {min_headroom: 5GB, max_headroom: 1GB}", "cache.max_headroom"},
 		{"logs_ttl: 7d => logs_ttl: 7d\ncache: {min_headroom: lots}", "bad size"},
 		{"logs_ttl: 7d => logs_ttl: 7d\ncache: {bucket: b}", "cache.quota"},
+		{"skip_voting: true => skip_voting: true\n    require: {os: 'a,b'}", "jobs.lint.require.os"},
+		{"skip_voting: true => skip_voting: true\n    require: {'': linux}", "jobs.lint.require."},
+		{"skip_voting: true => skip_voting: true\n    expiry: 1s", "jobs.lint.expiry"},
+		{"logs_ttl: 7d => logs_ttl: 7d\ntimeouts: {no_resource: 5s}", "timeouts.no_resource"},
+		{"logs_ttl: 7d => logs_ttl: 7d\ntimeouts: {expiry: 0s}", "timeouts.expiry"},
 	} {
 		old, new, _ := strings.Cut(tc.edit, " => ")
 		if !strings.Contains(good, old) {
@@ -215,5 +220,43 @@ ui:
 	t.Setenv("TOLLGATE_XSRF_KEY", "a-long-enough-secret-key")
 	if k, err := c.XSRFKey(); err != nil || string(k) != "a-long-enough-secret-key" {
 		t.Errorf("xsrf key: %q, %v", k, err)
+	}
+}
+
+func TestRequireAndExpiry(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Timeouts.NoResource.D() != 10*time.Minute || c.Timeouts.Expiry.D() != 24*time.Hour || c.JobExpiry("lint") != 24*time.Hour {
+		t.Errorf("defaults: no_resource %v, expiry %v", c.Timeouts.NoResource.D(), c.Timeouts.Expiry.D())
+	}
+	withLabels := strings.Replace(good, "    skip_voting: true\n", `    skip_voting: true
+    require: {os: linux, pool: large}
+    expiry: 2h
+  mac:
+    command: [tools/ci, mac]
+    require: {os: mac}
+timeouts: {no_resource: 5m, expiry: 12h}
+`, 1)
+	if c, err = Parse([]byte(withLabels)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Jobs["lint"].Require["pool"] != "large" || c.JobExpiry("lint") != 2*time.Hour || c.JobExpiry("mac") != 12*time.Hour ||
+		c.JobExpiry("gone") != 12*time.Hour || c.Timeouts.NoResource.D() != 5*time.Minute {
+		t.Errorf("require %v, expiries %v %v, no_resource %v", c.Jobs["lint"].Require, c.JobExpiry("lint"), c.JobExpiry("mac"), c.Timeouts.NoResource.D())
+	}
+	for _, tc := range []struct {
+		labels map[string]string
+		want   string
+	}{
+		{nil, ""}, // linux-clang requires nothing
+		{map[string]string{"os": "linux"}, ""},
+		{map[string]string{"os": "linux", "pool": "large", "zone": "b"}, ",os=linux,pool=large"},
+		{map[string]string{"os": "mac"}, ",os=mac"},
+	} {
+		if got := strings.Join(c.PoolsFor(tc.labels), ","); got != tc.want {
+			t.Errorf("PoolsFor(%v) = %q, want %q", tc.labels, got, tc.want)
+		}
 	}
 }

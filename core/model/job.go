@@ -6,6 +6,8 @@ package model
 import (
 	"fmt"
 	"maps"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,15 +26,20 @@ const (
 	Cancelled   State = "CANCELLED"
 	Interrupted State = "INTERRUPTED"
 	BotDied     State = "BOT_DIED"
+	// NoResource: the job waited, queued, while no live worker had the
+	// labels it requires (see Expire).
+	NoResource State = "NO_RESOURCE"
+	// Expired: the job waited, queued, longer than its expiry.
+	Expired State = "EXPIRED"
 )
 
 // AllStates lists every state in display order.
-var AllStates = []State{Queued, Started, Completed, Failed, TimedOut, Cancelled, Interrupted, BotDied}
+var AllStates = []State{Queued, Started, Completed, Failed, TimedOut, Cancelled, Interrupted, BotDied, NoResource, Expired}
 
 // Terminal reports whether s is final: a job in a terminal state never changes again.
 func (s State) Terminal() bool {
 	switch s {
-	case Completed, Failed, TimedOut, Cancelled, Interrupted, BotDied:
+	case Completed, Failed, TimedOut, Cancelled, Interrupted, BotDied, NoResource, Expired:
 		return true
 	}
 	return false
@@ -49,7 +56,13 @@ func (s State) Valid() bool {
 }
 
 // Infra reports whether s means the infrastructure, not the code under test, failed.
-func (s State) Infra() bool { return s == BotDied || s == Interrupted }
+func (s State) Infra() bool {
+	switch s {
+	case BotDied, Interrupted, NoResource, Expired:
+		return true
+	}
+	return false
+}
 
 // ParseState parses a state name (case-insensitive).
 func ParseState(v string) (State, error) {
@@ -98,6 +111,94 @@ type Job struct {
 	// Checkout is the commit the job tests; nil for jobs queued before
 	// Tollgate recorded it (they run in an empty work tree).
 	Checkout *Checkout `json:"checkout,omitempty"`
+
+	// Require is the labels a worker must have to run the job (its job
+	// type's require when it was queued), and Pool their canonical form
+	// (PoolOf; "" for none): a worker claims from the pools its labels meet.
+	Require map[string]string `json:"require,omitempty"`
+	Pool    string            `json:"pool,omitempty"`
+	// Priority and Order place the job in the queue: workers claim by
+	// (Priority, QueueOrder, ID), lowest first. Priority is
+	// PriorityPresubmit or PriorityPostsubmit; Order is TimeQueued pushed
+	// back by the job's rank among the jobs queued with it (see Stagger),
+	// so that one source's many jobs interleave with other sources' jobs.
+	// A job queued again after an infrastructure failure keeps both.
+	Priority int       `json:"priority,omitempty"`
+	Order    time.Time `json:"order,omitzero"`
+}
+
+// Priorities: presubmit jobs (retries and rechecks included) are claimed
+// before postsubmit ones.
+const (
+	PriorityPresubmit  = 0
+	PriorityPostsubmit = 1
+)
+
+// PriorityOf is the priority of a job of source src.
+func PriorityOf(src string) int {
+	if strings.HasPrefix(src, "branches/") {
+		return PriorityPostsubmit
+	}
+	return PriorityPresubmit
+}
+
+// QueueOrder is the time the queue orders the job by: Order, or TimeQueued
+// for a record written before jobs had an Order.
+func (j *Job) QueueOrder() time.Time {
+	if j.Order.IsZero() {
+		return j.TimeQueued
+	}
+	return j.Order
+}
+
+// SetRequire records the labels the job requires and its pool.
+func (j *Job) SetRequire(require map[string]string) {
+	j.Require, j.Pool = nil, PoolOf(require)
+	if len(require) > 0 {
+		j.Require = maps.Clone(require)
+	}
+}
+
+// PoolOf is the canonical form of a set of required labels: "k=v" pairs
+// sorted by key and joined by ",", "" for none. Label keys and values
+// never contain ',' or '=' (ValidLabel), so the form is unambiguous.
+func PoolOf(require map[string]string) string {
+	keys := slices.Sorted(maps.Keys(require))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + require[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// Meets reports whether labels has every label of require, with its value.
+func Meets(labels, require map[string]string) bool {
+	for k, v := range require {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+var labelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$`)
+
+// ValidLabel reports whether s may be a label key or value a job type
+// requires: 1 to 63 letters, digits, '_', '.', ':', '/' and '-', starting
+// with a letter or digit.
+func ValidLabel(s string) bool { return labelRE.MatchString(s) }
+
+// Stagger sets the Order of jobs queued together for one source, in the
+// order given: the n-th job of a pool (counting from 0) is ordered n
+// slots after its TimeQueued. Another source's jobs queued up to n slots
+// later thus come before it: the first jobs of every change run before
+// the tenth job of any, and one change's many jobs cannot starve another's.
+func Stagger(jobs []*Job, slot time.Duration) {
+	rank := map[string]int{}
+	for _, j := range jobs {
+		j.Order = j.TimeQueued.Add(time.Duration(rank[j.Pool]) * slot)
+		rank[j.Pool]++
+	}
 }
 
 // Checkout names what a job tests. For a patchset, Ref is its
@@ -125,6 +226,8 @@ func NewJob(now time.Time, src, typ string, env map[string]string, skipVoting bo
 		TimeQueued: now.UTC(),
 		Attempt:    1,
 		SkipVoting: skipVoting,
+		Priority:   PriorityOf(src),
+		Order:      now.UTC(),
 	}
 }
 
@@ -132,9 +235,9 @@ func NewJob(now time.Time, src, typ string, env map[string]string, skipVoting bo
 type Transition struct {
 	Kind     TransitionKind
 	Worker   string    // Start, Finish, Release: the worker that runs the job
-	State    State     // Finish: the terminal state; Release: Interrupted or BotDied
+	State    State     // Finish: the terminal state; Release: Interrupted or BotDied; Expire: NoResource or Expired
 	ExitCode *int      // Finish
-	Reason   string    // Cancel, Release, Finish
+	Reason   string    // Cancel, Release, Finish, Expire
 	Now      time.Time // the time of the change
 }
 
@@ -144,7 +247,8 @@ type TransitionKind int
 const (
 	// Start: QUEUED → STARTED by Worker.
 	Start TransitionKind = iota + 1
-	// Finish: STARTED (by Worker, if set) → State, a terminal state.
+	// Finish: STARTED (by Worker, if set) → State, a terminal state other
+	// than NO_RESOURCE and EXPIRED.
 	Finish
 	// Cancel: QUEUED or STARTED → CANCELLED. With Worker set (a worker
 	// giving up its job), only a job STARTED by that worker.
@@ -155,6 +259,9 @@ const (
 	Release
 	// MarkMetrics: sets MetricsDone on a terminal job; FailedPrecondition if already set.
 	MarkMetrics
+	// Expire: QUEUED → State, NO_RESOURCE or EXPIRED, with Reason: the job
+	// ends without having run.
+	Expire
 )
 
 // Apply changes j by t, or returns FailedPrecondition and leaves j unchanged
@@ -176,6 +283,9 @@ func (j *Job) Apply(t Transition) error {
 	case Finish:
 		if !t.State.Terminal() {
 			return errs.E(errs.InvalidArgument, op, "finish of %s with non-terminal state %q", j.ID, t.State)
+		}
+		if t.State == NoResource || t.State == Expired {
+			return errs.E(errs.InvalidArgument, op, "finish of %s as %s: only a queued job expires", j.ID, t.State)
 		}
 		if j.State != Started {
 			return errs.E(errs.FailedPrecondition, op, "job %s is %s, not STARTED", j.ID, j.State)
@@ -215,6 +325,15 @@ func (j *Job) Apply(t Transition) error {
 		}
 		j.State, j.TimeEnded, j.Reason = t.State, now, t.Reason
 		return nil
+	case Expire:
+		if t.State != NoResource && t.State != Expired {
+			return errs.E(errs.InvalidArgument, op, "expiry of %s with state %q", j.ID, t.State)
+		}
+		if j.State != Queued {
+			return errs.E(errs.FailedPrecondition, op, "job %s is %s, not QUEUED", j.ID, j.State)
+		}
+		j.State, j.TimeEnded, j.Reason = t.State, now, t.Reason
+		return nil
 	case MarkMetrics:
 		if !j.State.Terminal() {
 			return errs.E(errs.FailedPrecondition, op, "job %s has not ended", j.ID)
@@ -229,10 +348,12 @@ func (j *Job) Apply(t Transition) error {
 }
 
 // Rerun returns a new QUEUED job of the same definition as j (source,
-// type, env, skip_voting), created at now, for a retry or a recheck.
+// type, env, skip_voting, checkout, required labels), created at now, for
+// a retry or a recheck. Its Order is now: Stagger the jobs of a recheck.
 func (j *Job) Rerun(now time.Time, by string) *Job {
 	r := NewJob(now, j.Src, j.Type, maps.Clone(j.Env), j.SkipVoting)
 	r.RetryOf, r.RequestedBy = j.ID, by
+	r.SetRequire(j.Require)
 	if j.Checkout != nil {
 		c := *j.Checkout
 		r.Checkout = &c

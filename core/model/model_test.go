@@ -81,9 +81,11 @@ func TestJobStateMachine(t *testing.T) {
 		{Kind: Cancel},
 		{Kind: Release, Worker: "w", State: BotDied},
 		{Kind: Release, Worker: "w", State: Interrupted},
+		{Kind: Expire, State: NoResource, Reason: "no worker"},
+		{Kind: Expire, State: Expired, Reason: "too old"},
 	}
 	allowed := map[State]map[TransitionKind]bool{
-		Queued:  {Start: true, Cancel: true},
+		Queued:  {Start: true, Cancel: true, Expire: true},
 		Started: {Finish: true, Cancel: true, Release: true},
 	}
 	for _, from := range AllStates {
@@ -228,5 +230,111 @@ func TestLatestAndRerun(t *testing.T) {
 		if len(got) != 2 || got["build"] != r || got["test"] != c {
 			t.Fatalf("Latest = %v", got)
 		}
+	}
+}
+
+func TestExpire(t *testing.T) {
+	for _, st := range []State{NoResource, Expired} {
+		if !st.Terminal() || !st.Infra() || !st.Valid() {
+			t.Errorf("%s: terminal %v, infra %v, valid %v; want all true", st, st.Terminal(), st.Infra(), st.Valid())
+		}
+		j := NewJob(t0, "cls/1-1", "build", nil, false)
+		if err := j.Apply(Transition{Kind: Expire, State: st, Reason: "why", Now: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		if j.State != st || j.Reason != "why" || !j.TimeEnded.Equal(t0.Add(time.Hour)) || !j.TimeStarted.IsZero() {
+			t.Errorf("expired as %s: %+v", st, j)
+		}
+		// Only a queued job expires: a worker cannot end its job so.
+		r := NewJob(t0, "cls/1-1", "test", nil, false)
+		r.Apply(Transition{Kind: Start, Worker: "w", Now: t0})
+		if err := r.Apply(Transition{Kind: Finish, Worker: "w", State: st, Now: t0}); !errs.Is(err, errs.InvalidArgument) || r.State != Started {
+			t.Errorf("finish as %s: %v, state %s", st, err, r.State)
+		}
+	}
+	j := NewJob(t0, "cls/1-1", "build", nil, false)
+	if err := j.Apply(Transition{Kind: Expire, State: Failed, Now: t0}); !errs.Is(err, errs.InvalidArgument) || j.State != Queued {
+		t.Errorf("expire as FAILED: %v, state %s", err, j.State)
+	}
+}
+
+func TestPoolsAndLabels(t *testing.T) {
+	if got := PoolOf(map[string]string{"pool": "large", "os": "linux"}); got != "os=linux,pool=large" {
+		t.Errorf("PoolOf = %q", got)
+	}
+	if PoolOf(nil) != "" || PoolOf(map[string]string{}) != "" {
+		t.Error("no requirement is pool \"\"")
+	}
+	labels := map[string]string{"os": "linux", "pool": "large", "arch": "x86_64"}
+	for _, tc := range []struct {
+		req  map[string]string
+		want bool
+	}{
+		{nil, true},
+		{map[string]string{"os": "linux"}, true},
+		{map[string]string{"os": "linux", "pool": "large"}, true},
+		{map[string]string{"os": "mac"}, false},
+		{map[string]string{"os": "linux", "gpu": "yes"}, false},
+	} {
+		if got := Meets(labels, tc.req); got != tc.want {
+			t.Errorf("Meets(%v, %v) = %v", labels, tc.req, got)
+		}
+	}
+	if Meets(nil, map[string]string{"os": "linux"}) || !Meets(nil, nil) {
+		t.Error("a worker without labels meets only no requirement")
+	}
+	for _, ok := range []string{"os", "linux", "x86_64", "k8s.io/arch", "12.4", "a:b"} {
+		if !ValidLabel(ok) {
+			t.Errorf("ValidLabel(%q) = false", ok)
+		}
+	}
+	for _, bad := range []string{"", "a,b", "a=b", " a", "-a", "a b", strings.Repeat("a", 64)} {
+		if ValidLabel(bad) {
+			t.Errorf("ValidLabel(%q) = true", bad)
+		}
+	}
+	j := NewJob(t0, "cls/1-1", "build", nil, false)
+	req := map[string]string{"os": "linux"}
+	j.SetRequire(req)
+	req["os"] = "changed"
+	if j.Pool != "os=linux" || j.Require["os"] != "linux" {
+		t.Errorf("SetRequire: pool %q, require %v (must not share the map)", j.Pool, j.Require)
+	}
+	if r := j.Rerun(t0.Add(time.Minute), "a@b"); r.Pool != "os=linux" || r.Require["os"] != "linux" || !r.Order.Equal(t0.Add(time.Minute)) {
+		t.Errorf("Rerun: pool %q, require %v, order %v", r.Pool, r.Require, r.Order)
+	}
+}
+
+func TestPriorityAndStagger(t *testing.T) {
+	pre := NewJob(t0, "cls/1-1", "build", nil, false)
+	post := NewJob(t0, "branches/main-20260101000000", "build", nil, false)
+	if pre.Priority != PriorityPresubmit || post.Priority != PriorityPostsubmit || !pre.Order.Equal(t0) {
+		t.Fatalf("priorities %d, %d; order %v", pre.Priority, post.Priority, pre.Order)
+	}
+	var jobs []*Job
+	for _, typ := range []string{"a", "b", "mac", "c"} {
+		j := NewJob(t0, "cls/1-1", typ, nil, false)
+		if typ == "mac" {
+			j.SetRequire(map[string]string{"os": "mac"})
+		}
+		jobs = append(jobs, j)
+	}
+	Stagger(jobs, time.Minute)
+	// Ranks count within a pool: the only mac job is first in its pool.
+	for i, want := range []time.Duration{0, time.Minute, 0, 2 * time.Minute} {
+		if got := jobs[i].Order.Sub(t0); got != want {
+			t.Errorf("job %s ordered at +%v, want +%v", jobs[i].Type, got, want)
+		}
+	}
+	legacy := &Job{TimeQueued: t0}
+	if !legacy.QueueOrder().Equal(t0) || !jobs[1].QueueOrder().Equal(t0.Add(time.Minute)) {
+		t.Error("QueueOrder: Order, or TimeQueued for records without one")
+	}
+	// A job queued again keeps its place.
+	j := jobs[3]
+	j.Apply(Transition{Kind: Start, Worker: "w", Now: t0.Add(time.Hour)})
+	j.Apply(Transition{Kind: Release, Worker: "w", State: BotDied, Now: t0.Add(2 * time.Hour)})
+	if j.State != Queued || !j.Order.Equal(t0.Add(2*time.Minute)) || j.Priority != PriorityPresubmit {
+		t.Errorf("requeued: %s, order %v", j.State, j.Order)
 	}
 }
