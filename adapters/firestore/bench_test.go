@@ -85,9 +85,9 @@ func (c *counting) UpdateJob(ctx context.Context, id string, t model.Transition)
 	return c.Store.UpdateJob(ctx, id, t)
 }
 
-func (c *counting) ClaimJob(ctx context.Context, workerID string, now time.Time) (*model.Job, error) {
+func (c *counting) ClaimJob(ctx context.Context, workerID string, pools []string, now time.Time) (*model.Job, error) {
 	c.calls.Add(1)
-	return c.Store.ClaimJob(ctx, workerID, now)
+	return c.Store.ClaimJob(ctx, workerID, pools, now)
 }
 
 func (c *counting) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, string, error) {
@@ -224,7 +224,7 @@ func life(ctx context.Context, st store.Store, cl int, now time.Time) error {
 	}
 	code := 0
 	for range lifeJobs {
-		j, err := st.ClaimJob(ctx, "w1", now)
+		j, err := st.ClaimJob(ctx, "w1", []string{""}, now)
 		if err != nil {
 			return err
 		}

@@ -8,7 +8,8 @@
 // a query:
 //
 //	patchsets/{cl}-{ps}                    id, change, owner, time_queued, ended, data
-//	jobs/{h}-{job id}                      id, src, state, worker, time_queued, time_started, time_ended, data
+//	jobs/{h}-{job id}                      id, src, state, worker, time_queued, time_started, time_ended,
+//	                                       pool, priority, order, data
 //	postsubmits/{id}                       id, branch, time_queued, data
 //	workers/{id}                           id, state, last_seen, data
 //	logs/{h}-{job id}                      job_id, size, expire_at
@@ -25,7 +26,10 @@
 // (time_queued at microsecond precision, id), cursors carry that key, and
 // time filters (StartedBefore, seenBefore, expiry) compare at microseconds.
 // A time that is unset is null in its indexed field (time_started of a job
-// that never started), so range filters skip it.
+// that never started), so range filters skip it. A job document written
+// before jobs had pool, priority and order (the claim order) lacks them, so
+// ClaimJob cannot see it until an update rewrites its fields; if it stays
+// queued, the controller's queue expiry ends it.
 //
 // Job ids start with their creation time, so as document ids they would
 // grow monotonically and put every write of a busy period on one tablet

@@ -132,6 +132,7 @@ func shapeKey(sp spec) string {
 // to Terraform too.
 func TestIndexes(t *testing.T) {
 	want := []string{
+		"jobs(pool ASCENDING, state ASCENDING, priority ASCENDING, order ASCENDING, id ASCENDING)",
 		"jobs(src ASCENDING, state ASCENDING, time_queued DESCENDING, id DESCENDING)",
 		"jobs(src ASCENDING, state ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
 		"jobs(src ASCENDING, state ASCENDING, worker ASCENDING, time_queued DESCENDING, id DESCENDING)",
@@ -142,7 +143,6 @@ func TestIndexes(t *testing.T) {
 		"jobs(src ASCENDING, worker ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
 		"jobs(state ASCENDING, time_ended DESCENDING, id DESCENDING)",
 		"jobs(state ASCENDING, time_queued ASCENDING)",
-		"jobs(state ASCENDING, time_queued ASCENDING, id ASCENDING)",
 		"jobs(state ASCENDING, time_queued DESCENDING, id DESCENDING)",
 		"jobs(state ASCENDING, time_queued DESCENDING, id DESCENDING, time_started DESCENDING)",
 		"jobs(state ASCENDING, time_started DESCENDING, id DESCENDING)",

@@ -1,12 +1,14 @@
 package firestore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	fs "cloud.google.com/go/firestore"
@@ -51,6 +53,9 @@ func jobFields(j *model.Job) (map[string]any, error) {
 		fTimeQueued:  ts(j.TimeQueued),
 		fTimeStarted: tsOrNil(j.TimeStarted),
 		fTimeEnded:   tsOrNil(j.TimeEnded),
+		fPool:        j.Pool,
+		fPriority:    int64(j.Priority),
+		fOrder:       ts(j.QueueOrder()),
 		fData:        data,
 	}, nil
 }
@@ -311,36 +316,58 @@ func (s *Store) UpdateJob(ctx context.Context, id string, t model.Transition) (*
 		func(j *model.Job) error { return j.Apply(t) }, jobFields)
 }
 
-// ClaimJob implements store.Store. It reads the claimBatch oldest queued
-// jobs (no locks) and starts the first it can, each with a precondition on
-// the update time the query saw: a failed precondition means another
-// claimer (or a cancel) got there first, so the job is no longer queued and
-// the claimer moves on. A lone claimer takes the head of the queue; one
-// that lost the head tries the rest in random order, so a crowd of claimers
+// ClaimJob implements store.Store. It reads the claimBatch first queued
+// jobs of the pools (no locks; one query per maxIn pools, merged in claim
+// order) and starts the first it can, each with a precondition on the
+// update time the query saw: a failed precondition means another claimer
+// (or a cancel) got there first, so the job is no longer queued and the
+// claimer moves on. A lone claimer takes the head of the queue; one that
+// lost the head tries the rest in random order, so a crowd of claimers
 // spreads over the batch instead of queueing on each job in turn. When the
 // batch is used up, it queries again (see claimRounds).
-func (s *Store) ClaimJob(ctx context.Context, workerID string, now time.Time) (*model.Job, error) {
+func (s *Store) ClaimJob(ctx context.Context, workerID string, pools []string, now time.Time) (*model.Job, error) {
 	const op = "firestore.ClaimJob"
 	if workerID == "" {
 		return nil, errs.E(errs.InvalidArgument, op, "claim names no worker")
 	}
+	pools = slices.Compact(slices.Sorted(slices.Values(pools)))
+	if len(pools) == 0 {
+		return nil, errs.E(errs.NotFound, op, "no pools to claim from")
+	}
 	start := model.Transition{Kind: model.Start, Worker: workerID, Now: now}
 	var out *model.Job
 	err := s.retryN(ctx, op, claimRounds*s.maxAttempts, claimPauseCap, func() error {
-		snaps, err := s.query(claimSpec()).Documents(ctx).GetAll()
-		if err != nil {
-			return err
+		type cand struct {
+			snap *fs.DocumentSnapshot
+			job  *model.Job
 		}
-		if len(snaps) == 0 {
-			return errs.E(errs.NotFound, "", "no job is queued")
-		}
-		rest := snaps[1:]
-		rand.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
-		for _, snap := range snaps {
-			j, err := decode[model.Job](snap)
+		var cands []cand
+		for chunk := range slices.Chunk(pools, maxIn) {
+			snaps, err := s.query(claimSpec(chunk)).Documents(ctx).GetAll()
 			if err != nil {
 				return err
 			}
+			for _, snap := range snaps {
+				j, err := decode[model.Job](snap)
+				if err != nil {
+					return err
+				}
+				cands = append(cands, cand{snap, j})
+			}
+		}
+		if len(cands) == 0 {
+			return errs.E(errs.NotFound, "", "no job of pools %q is queued", pools)
+		}
+		// The order of the index: priority, order at microseconds, id.
+		slices.SortFunc(cands, func(a, b cand) int {
+			return cmp.Or(cmp.Compare(a.job.Priority, b.job.Priority),
+				ts(a.job.QueueOrder()).Compare(ts(b.job.QueueOrder())), strings.Compare(a.job.ID, b.job.ID))
+		})
+		cands = cands[:min(len(cands), claimBatch)]
+		rest := cands[1:]
+		rand.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
+		for _, c := range cands {
+			snap, j := c.snap, c.job
 			if err := j.Apply(start); err != nil {
 				if errs.Is(err, errs.FailedPrecondition) {
 					continue // the index lagged the record; not ours to take

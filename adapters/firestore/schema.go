@@ -49,12 +49,18 @@ const (
 	fTimeEnded   = "time_ended"
 	fName        = "name"
 	fT           = "t"
+	fPool        = "pool"
+	fPriority    = "priority"
+	fOrder       = "order"
 )
 
-// claimBatch is how many of the oldest queued jobs one ClaimJob query
+// claimBatch is how many of the first queued jobs one ClaimJob query
 // fetches: enough that claimers who lose the head of the queue find
 // another candidate without a new query, few enough to read little.
 const claimBatch = 8
+
+// maxIn is the most values Firestore takes in one "in" filter.
+const maxIn = 30
 
 // Order is the direction of an index field, as Firestore (and Terraform's
 // google_firestore_index) names it.
@@ -263,12 +269,13 @@ var jobOrders = map[store.JobOrder]struct {
 // jobs whose time is set (not null), as an order on the field needs.
 var epoch = time.Unix(0, 0).UTC()
 
-// claimSpec is the head of the queue.
-func claimSpec() spec {
+// claimSpec is the head of the queue of pools (at most maxIn of them), in
+// claim order: priority, then fair order, then id.
+func claimSpec(pools []string) spec {
 	return spec{
 		coll:  cJobs,
-		where: []cond{{fState, "==", string(model.Queued)}},
-		order: []IndexField{{fTimeQueued, Ascending}, {fID, Ascending}},
+		where: []cond{{fState, "==", string(model.Queued)}, {fPool, "in", pools}},
+		order: []IndexField{{fPriority, Ascending}, {fOrder, Ascending}, {fID, Ascending}},
 		limit: claimBatch,
 	}
 }
@@ -304,6 +311,9 @@ func jobsSpec(q store.JobQuery) (spec, error) {
 	if !q.StartedBefore.IsZero() {
 		// time_started is null until a job starts: the filter skips those.
 		sp.where = append(sp.where, cond{fTimeStarted, "<", ts(q.StartedBefore)})
+	}
+	if !q.QueuedBefore.IsZero() {
+		sp.where = append(sp.where, cond{fTimeQueued, "<", ts(q.QueuedBefore)})
 	}
 	order := jobOrders[q.OrderBy]
 	if q.OrderBy != store.OrderQueued {
@@ -406,7 +416,7 @@ func allChunksSpec(log *fs.DocumentRef, limit int) spec {
 // builder with every combination of its optional filters.
 func allSpecs() []spec {
 	t := time.Unix(1, 0)
-	out := []spec{claimSpec(), latestPostsubmitSpec("b"), workersSpec(time.Time{}), workersSpec(t),
+	out := []spec{claimSpec([]string{""}), latestPostsubmitSpec("b"), workersSpec(time.Time{}), workersSpec(t),
 		expiredLogsSpec(t, 1), chunksSpec(nil, 1), allChunksSpec(nil, 1)}
 	for _, st := range model.AllStates {
 		out = append(out, countSpec(st), countSinceSpec(st, t))
@@ -417,6 +427,10 @@ func allSpecs() []spec {
 			sp, _ := jobsSpec(store.JobQuery{OrderBy: o, States: states})
 			out = append(out, sp)
 		}
+	}
+	for _, states := range [][]model.State{nil, {model.Queued}, {model.Queued, model.Started}} {
+		sp, _ := jobsSpec(store.JobQuery{States: states, QueuedBefore: t})
+		out = append(out, sp)
 	}
 	for m := range 1 << 5 {
 		q := store.JobQuery{}

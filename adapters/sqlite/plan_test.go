@@ -55,6 +55,7 @@ func TestListingPlansUseIndexes(t *testing.T) {
 		{store.JobQuery{States: []model.State{model.Queued, model.Started}}, false},
 		{store.JobQuery{Src: "cls/1-1"}, true},
 		{store.JobQuery{Worker: "w1"}, true},
+		{store.JobQuery{States: []model.State{model.Queued}, QueuedBefore: base}, true},
 	} {
 		plans = nil
 		if _, _, err := s.ListJobs(t.Context(), tc.q); err != nil {
@@ -84,5 +85,29 @@ func checkPlans(t *testing.T, what string, plans []string, sorted bool) {
 		if sorted && strings.Contains(line, "TEMP B-TREE") {
 			t.Errorf("%s sorts instead of reading the index in order:\n%s", what, plans[0])
 		}
+	}
+}
+
+// A claim reads one index entry per pool: a search of jobs_claim, with no
+// sort, however long the queue.
+func TestClaimPlanUsesIndex(t *testing.T) {
+	s := openTemp(t)
+	rows, err := s.db.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+claimQuery, "os=linux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, detail)
+	}
+	plan := strings.Join(lines, "\n")
+	if !strings.Contains(plan, "USING INDEX jobs_claim (pool=?)") || strings.Contains(plan, "TEMP B-TREE") {
+		t.Fatalf("claim plan:\n%s", plan)
 	}
 }

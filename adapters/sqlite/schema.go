@@ -108,6 +108,16 @@ CREATE TABLE samples (
 	PRIMARY KEY (name, t)
 ) WITHOUT ROWID;
 CREATE INDEX samples_t ON samples (t);
+`, // 3: the queue by pool, priority and fair order. The columns of the
+	// jobs that may still run are filled from their records by
+	// fillQueueOrder, in the same transaction.
+	`
+ALTER TABLE jobs ADD COLUMN pool TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN queue_order INTEGER NOT NULL DEFAULT 0;
+-- ClaimJob reads the head of each pool a worker serves from this index:
+-- one seek per pool, whatever the length of the queue.
+CREATE INDEX jobs_claim ON jobs (pool, priority, queue_order, id) WHERE state = 'QUEUED';
 `,
 }
 
@@ -115,6 +125,44 @@ CREATE INDEX samples_t ON samples (t);
 // transaction, for what SQL alone cannot compute exactly.
 var backfills = map[int]func(context.Context, *sql.Tx) error{
 	1: fillTimeEnded,
+	2: fillQueueOrder,
+}
+
+// fillQueueOrder gives the jobs that may still run (QUEUED, or STARTED and
+// so queued again after an infrastructure failure) the priority and order
+// of jobs queued today, in their records and columns: postsubmit jobs after
+// presubmit ones, each in the order of its queue time. None had labels to
+// require, so their pool stays "".
+func fillQueueOrder(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT data FROM jobs WHERE state IN (?, ?)`, string(model.Queued), string(model.Started))
+	if err != nil {
+		return err
+	}
+	var jobs []*model.Job
+	for rows.Next() {
+		var data string
+		if err := rows.Scan(&data); err != nil {
+			rows.Close()
+			return err
+		}
+		j, err := decode[model.Job](data)
+		if err != nil {
+			rows.Close()
+			return err
+		}
+		jobs = append(jobs, j)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		j.Priority, j.Order = model.PriorityOf(j.Src), j.QueueOrder()
+		if err := putJob(ctx, tx, j, j.State); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fillTimeEnded copies each ended job's end time from its record into the

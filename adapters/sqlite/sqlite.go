@@ -433,8 +433,8 @@ func insertJobs(ctx context.Context, tx *sql.Tx, jobs []*model.Job) error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO jobs (id, src, state, worker, time_queued, time_started, time_ended, data)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO jobs (id, src, state, worker, time_queued, time_started, time_ended,
+		pool, priority, queue_order, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return err
 	}
@@ -444,7 +444,8 @@ func insertJobs(ctx context.Context, tx *sql.Tx, jobs []*model.Job) error {
 		if err != nil {
 			return err
 		}
-		_, err = stmt.ExecContext(ctx, j.ID, j.Src, string(j.State), j.Worker, nanos(j.TimeQueued), nanos(j.TimeStarted), nanos(j.TimeEnded), data)
+		_, err = stmt.ExecContext(ctx, j.ID, j.Src, string(j.State), j.Worker, nanos(j.TimeQueued), nanos(j.TimeStarted), nanos(j.TimeEnded),
+			j.Pool, j.Priority, nanos(j.QueueOrder()), data)
 		if isDuplicate(err) {
 			return errs.E(errs.AlreadyExists, "", "job %s already exists", j.ID)
 		}
@@ -461,8 +462,9 @@ func putJob(ctx context.Context, tx *sql.Tx, j *model.Job, was model.State) erro
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, worker = ?, time_started = ?, time_ended = ?, data = ?
-		WHERE id = ? AND state = ?`, string(j.State), j.Worker, nanos(j.TimeStarted), nanos(j.TimeEnded), data, j.ID, string(was))
+	res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, worker = ?, time_started = ?, time_ended = ?,
+		pool = ?, priority = ?, queue_order = ?, data = ? WHERE id = ? AND state = ?`,
+		string(j.State), j.Worker, nanos(j.TimeStarted), nanos(j.TimeEnded), j.Pool, j.Priority, nanos(j.QueueOrder()), data, j.ID, string(was))
 	if err != nil {
 		return err
 	}
@@ -715,25 +717,46 @@ func (s *Store) UpdateJob(ctx context.Context, id string, t model.Transition) (*
 	return out, err
 }
 
-// ClaimJob implements store.Store: one transaction that picks the head of
-// the queue and starts it, so two claimers can never get the same job.
-func (s *Store) ClaimJob(ctx context.Context, workerID string, now time.Time) (*model.Job, error) {
+// claimQuery reads the head of one pool's queue from the jobs_claim index
+// (its WHERE repeats the index's literally, so SQLite uses it).
+const claimQuery = `SELECT priority, queue_order, id, data FROM jobs WHERE state = 'QUEUED' AND pool = ?
+	ORDER BY priority, queue_order, id LIMIT 1`
+
+// ClaimJob implements store.Store: one transaction that reads the head of
+// each pool's queue (an index seek each), starts the first of them, and
+// commits, so two claimers can never get the same job.
+func (s *Store) ClaimJob(ctx context.Context, workerID string, pools []string, now time.Time) (*model.Job, error) {
 	const op = "sqlite.ClaimJob"
 	if workerID == "" {
 		return nil, errs.E(errs.InvalidArgument, op, "claim names no worker")
 	}
+	pools = slices.Compact(slices.Sorted(slices.Values(pools)))
 	var out *model.Job
 	err := s.write(ctx, op, func(tx *sql.Tx) error {
-		var data string
-		err := tx.QueryRowContext(ctx, `SELECT data FROM jobs WHERE state = ?
-			ORDER BY time_queued, id LIMIT 1`, string(model.Queued)).Scan(&data)
-		if errors.Is(err, sql.ErrNoRows) {
-			return errs.E(errs.NotFound, "", "no job is queued")
+		type head struct {
+			prio  int
+			order int64
+			id    string
+			data  string
 		}
-		if err != nil {
-			return err
+		var best *head
+		for _, pool := range pools {
+			var h head
+			err := tx.QueryRowContext(ctx, claimQuery, pool).Scan(&h.prio, &h.order, &h.id, &h.data)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if best == nil || h.prio < best.prio || (h.prio == best.prio && (h.order < best.order || (h.order == best.order && h.id < best.id))) {
+				best = &h
+			}
 		}
-		j, err := decode[model.Job](data)
+		if best == nil {
+			return errs.E(errs.NotFound, "", "no job of pools %q is queued", pools)
+		}
+		j, err := decode[model.Job](best.data)
 		if err != nil {
 			return err
 		}
@@ -785,6 +808,9 @@ func (s *Store) ListJobs(ctx context.Context, q store.JobQuery) ([]*model.Job, s
 	}
 	if !q.StartedBefore.IsZero() {
 		f.add("time_started > 0 AND time_started < ?", nanos(q.StartedBefore))
+	}
+	if !q.QueuedBefore.IsZero() {
+		f.add("time_queued < ?", nanos(q.QueuedBefore))
 	}
 	if q.OrderBy != store.OrderQueued {
 		f.add(order.col + " > 0") // literal, so the partial indexes apply

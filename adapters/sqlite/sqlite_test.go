@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func TestReopen(t *testing.T) {
 	if err := s.CreatePatchset(t.Context(), p, jobs); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ClaimJob(t.Context(), "w1", base.Add(time.Minute)); err != nil {
+	if _, err := s.ClaimJob(t.Context(), "w1", []string{""}, base.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -178,7 +179,7 @@ func TestTwoProcesses(t *testing.T) {
 			worker := fmt.Sprintf("s%d-w%d", i, k)
 			wg.Go(func() {
 				for {
-					j, err := s.ClaimJob(ctx, worker, base.Add(time.Hour))
+					j, err := s.ClaimJob(ctx, worker, []string{""}, base.Add(time.Hour))
 					if errs.Is(err, errs.NotFound) {
 						return
 					}
@@ -291,5 +292,63 @@ func TestMigrateTimeEnded(t *testing.T) {
 	}
 	if len(got) != 2 || got[0].ID != jobs[0].ID || got[1].ID != jobs[1].ID {
 		t.Fatalf("ended jobs after the migration: %v, want %s then %s", got, jobs[0].ID, jobs[1].ID)
+	}
+}
+
+// A database written at schema 2 (before jobs had pools, priorities and a
+// fair order) opens with its waiting jobs in the queue as if queued today:
+// presubmit before postsubmit, each by queue time, and a running
+// postsubmit job keeps its priority when it is queued again.
+func TestMigrateQueueOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tollgate.db")
+	all := migrations
+	migrations = all[:2]
+	s, err := Open(path)
+	migrations = all
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := func(src string, queued time.Time, typ string) *model.Job {
+		j := model.NewJob(queued, src, typ, nil, false)
+		j.Priority, j.Order = 0, time.Time{} // not in the records of that binary
+		return j
+	}
+	post := "branches/main-20250301110000"
+	jobs := []*model.Job{
+		legacy(post, base, "post-queued"),
+		legacy("cls/2-1", base.Add(2*time.Minute), "late"),
+		legacy("cls/1-1", base.Add(time.Minute), "early"),
+		legacy(post, base, "post-running"),
+	}
+	jobs[3].Apply(model.Transition{Kind: model.Start, Worker: "w", Now: base.Add(time.Minute)})
+	for _, j := range jobs {
+		data, _ := encode(j)
+		if _, err := s.db.ExecContext(t.Context(), `INSERT INTO jobs (id, src, state, worker, time_queued, time_started, time_ended, data)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, j.ID, j.Src, string(j.State), j.Worker, nanos(j.TimeQueued), nanos(j.TimeStarted), nanos(j.TimeEnded), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.UpdateJob(t.Context(), jobs[3].ID, model.Transition{Kind: model.Release, Worker: "w", State: model.BotDied, Now: base.Add(time.Hour)})
+	if err != nil || r.Priority != model.PriorityPostsubmit || !r.Order.Equal(base) {
+		t.Fatalf("requeued legacy postsubmit job: %+v, %v", r, err)
+	}
+	var got []string
+	for {
+		j, err := s.ClaimJob(t.Context(), "w2", []string{""}, base.Add(2*time.Hour))
+		if errs.Is(err, errs.NotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, j.Type)
+	}
+	if strings.Join(got, " ") != "early late post-queued post-running" {
+		t.Fatalf("claim order after the migration: %v", got)
 	}
 }

@@ -54,6 +54,11 @@ var Actions = []string{Tick, CheckNewCLs, CheckNewCL, CancelOlderJobs, CheckPend
 	ReapDeadWorkers, DeleteExpiredLogs, DeleteJobLogs, UpdateCLMetrics, UpdateJobMetrics,
 	UpdateQueueMetrics, CacheCleanup}
 
+// FairSlot is the default Controller.FairSlot: a change's n-th job in a
+// pool is ordered n minutes after it was queued, so a change queued up to
+// n minutes later gets its first jobs in before it.
+const FairSlot = time.Minute
+
 // Deps are what the controller runs on. Config, Store, Tasks and Gerrit are required.
 type Deps struct {
 	Config  *config.Config
@@ -86,6 +91,9 @@ type Controller struct {
 	WorkerRemoval time.Duration // workers silent this long are deleted
 	StaleEvery    time.Duration // period of delete_stale_jobs from tick
 	LogsEvery     time.Duration // period of delete_expired_logs from tick
+	// FairSlot is how far apart in the queue's order the jobs queued
+	// together for one source are placed (model.Stagger).
+	FairSlot time.Duration
 }
 
 // New returns a controller, or InvalidArgument if a required dependency is missing.
@@ -105,7 +113,7 @@ func New(d Deps) (*Controller, error) {
 	return &Controller{
 		cfg: d.Config, st: d.Store, tq: d.Tasks, gr: d.Gerrit, m: d.Metrics, clock: d.Clock, log: d.Log, cache: d.Cache,
 		PageSize: 100, MaxPages: 200, Overlap: 5 * time.Minute, VoteLease: 2 * time.Minute,
-		WorkerRemoval: 12 * time.Hour, StaleEvery: 15 * time.Minute, LogsEvery: 15 * time.Minute,
+		WorkerRemoval: 12 * time.Hour, StaleEvery: 15 * time.Minute, LogsEvery: 15 * time.Minute, FairSlot: FairSlot,
 	}, nil
 }
 

@@ -328,7 +328,9 @@ func (c *Controller) CheckNewCL(ctx context.Context, a CheckNewCLArgs) error {
 	return c.deferTask(ctx, CancelOlderJobs, ChangeArgs{Change: cd.Change})
 }
 
-// newJobs returns one QUEUED job per configured job type for src.
+// newJobs returns one QUEUED job per configured job type for src, each
+// with the labels its type requires, staggered FairSlot apart in its pool
+// (model.Stagger) so that src's jobs interleave with other sources'.
 func (c *Controller) newJobs(now time.Time, src string, co *model.Checkout) []*model.Job {
 	var jobs []*model.Job
 	for _, name := range c.cfg.JobNames() {
@@ -342,8 +344,10 @@ func (c *Controller) newJobs(now time.Time, src string, co *model.Checkout) []*m
 		j := model.NewJob(now, src, name, env, jc.SkipVoting)
 		cc := *co
 		j.Checkout = &cc
+		j.SetRequire(jc.Require)
 		jobs = append(jobs, j)
 	}
+	model.Stagger(jobs, c.FairSlot)
 	return jobs
 }
 

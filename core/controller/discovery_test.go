@@ -144,7 +144,7 @@ func TestNewPatchsetCancelsOlderJobs(t *testing.T) {
 	e.gerrit.SetVote(ch.Change, reviewer, "Presubmit-Ready", 1)
 	e.poll()
 	// One job of patchset 1 is running.
-	running, err := e.st.ClaimJob(e.ctx, "w1", e.clock.Now())
+	running, err := e.st.ClaimJob(e.ctx, "w1", []string{""}, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -186,7 +186,7 @@ func (e *env) finishAll(fail ...string) {
 	}
 	for {
 		e.clock.Advance(time.Second)
-		j, err := e.st.ClaimJob(e.ctx, "w1", e.clock.Now())
+		j, err := e.st.ClaimJob(e.ctx, "w1", []string{""}, e.clock.Now())
 		if err != nil {
 			return
 		}

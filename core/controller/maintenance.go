@@ -81,7 +81,8 @@ func (c *Controller) DeleteStaleJobs(ctx context.Context) error {
 
 // ReapDeadWorkers releases the jobs of workers silent for longer than
 // timeouts.worker_death (and of workers with no record at all): each such
-// job is queued again once, and ends as BOT_DIED the second time. Workers
+// job is queued again once, and ends as BOT_DIED the second time. Then it
+// ends the queued jobs that wait in vain (see expireQueued). Workers
 // silent for WorkerRemoval are deleted.
 func (c *Controller) ReapDeadWorkers(ctx context.Context) error {
 	now := c.clock.Now()
@@ -122,12 +123,87 @@ func (c *Controller) ReapDeadWorkers(ctx context.Context) error {
 			}
 		}
 	}
+	if err := c.expireQueued(ctx, now, all); err != nil {
+		return err
+	}
 	for _, w := range silent {
 		if now.Sub(w.LastSeen) >= c.WorkerRemoval {
 			if err := c.st.DeleteWorker(ctx, w.ID); err != nil {
 				return err
 			}
 			c.log.InfoContext(ctx, "removed silent worker", "worker", w.ID, "last_seen", w.LastSeen)
+		}
+	}
+	return nil
+}
+
+// expireQueued ends the QUEUED jobs that wait in vain, and defers what
+// follows their end (check_pending_cl, so the patchset ends and votes):
+//
+//   - NO_RESOURCE: queued longer than timeouts.no_resource while no worker
+//     that may claim it (not quarantined, its labels meeting the job's
+//     requirements, which a configured job type still requires) has sent a
+//     heartbeat within timeouts.no_resource;
+//   - EXPIRED: queued longer than its job type's expiry.
+//
+// It reads only the jobs queued longer than the shorter of the two limits,
+// so a queue that keeps moving costs one empty query. A job that was
+// claimed or cancelled meanwhile is left alone: the transition applies
+// only to a QUEUED job, which also makes a repeated run a no-op.
+func (c *Controller) expireQueued(ctx context.Context, now time.Time, workers []*model.Worker) error {
+	grace := c.cfg.Timeouts.NoResource.D()
+	shortest := min(grace, c.cfg.Timeouts.Expiry.D())
+	for name := range c.cfg.Jobs {
+		shortest = min(shortest, c.cfg.JobExpiry(name))
+	}
+	jobs, err := c.listAll(ctx, store.JobQuery{States: []model.State{model.Queued}, QueuedBefore: now.Add(-shortest)})
+	if err != nil || len(jobs) == 0 {
+		return err
+	}
+	configured := map[string]bool{}
+	for _, jc := range c.cfg.Jobs {
+		configured[model.PoolOf(jc.Require)] = true
+	}
+	served := map[string]bool{} // pools some recently seen worker claims from
+	for _, w := range workers {
+		if w.State != model.WorkerQuarantined && now.Sub(w.LastSeen) <= grace {
+			for _, p := range c.cfg.PoolsFor(w.Labels) {
+				served[p] = true
+			}
+		}
+	}
+	for _, j := range jobs {
+		waited := now.Sub(j.TimeQueued)
+		t := model.Transition{Kind: model.Expire, Now: now}
+		switch {
+		case waited > grace && !served[j.Pool]:
+			t.State = model.NoResource
+			switch {
+			case !configured[j.Pool] && j.Pool == "":
+				t.Reason = "every configured job type requires worker labels now, so no worker claims a job that requires none"
+			case !configured[j.Pool]:
+				t.Reason = fmt.Sprintf("no configured job type requires its labels (%s) any more, so no worker claims it", j.Pool)
+			case j.Pool == "":
+				t.Reason = fmt.Sprintf("no worker has sent a heartbeat for timeouts.no_resource (%s)", grace)
+			default:
+				t.Reason = fmt.Sprintf("no worker with the labels it requires (%s) has sent a heartbeat for timeouts.no_resource (%s)", j.Pool, grace)
+			}
+		case waited > c.cfg.JobExpiry(j.Type):
+			t.State = model.Expired
+			t.Reason = fmt.Sprintf("queued for longer than its expiry (%s)", c.cfg.JobExpiry(j.Type))
+		default:
+			continue
+		}
+		got, err := c.st.UpdateJob(ctx, j.ID, t)
+		if errs.Is(err, errs.FailedPrecondition) || errs.Is(err, errs.NotFound) {
+			continue // claimed or ended meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		c.log.InfoContext(ctx, "queued job ended", "job", j.ID, "state", got.State, "pool", j.Pool, "reason", t.Reason)
+		if err := c.afterJobEnded(ctx, got); err != nil {
+			return err
 		}
 	}
 	return nil

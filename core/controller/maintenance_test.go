@@ -82,7 +82,7 @@ func TestCancelJobIsIdempotentAndEndsPatchset(t *testing.T) {
 func TestDeleteStaleJobs(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	ch := e.readyChange("x")
-	j, _ := e.st.ClaimJob(e.ctx, "w1", e.clock.Now())
+	j, _ := e.st.ClaimJob(e.ctx, "w1", []string{""}, e.clock.Now())
 	e.clock.Advance(59 * time.Minute)
 	e.run(controller.DeleteStaleJobs, nil)
 	if got, _ := e.st.GetJob(e.ctx, j.ID); got.State != model.Started {
@@ -114,7 +114,7 @@ func TestReapDeadWorkersRequeuesOnceThenBotDied(t *testing.T) {
 	}
 	// Attempt 1 on w1, which dies.
 	heartbeat("w1")
-	j, _ := e.st.ClaimJob(e.ctx, "w1", e.clock.Now())
+	j, _ := e.st.ClaimJob(e.ctx, "w1", []string{""}, e.clock.Now())
 	e.clock.Advance(4 * time.Minute)
 	e.run(controller.ReapDeadWorkers, nil)
 	if got, _ := e.st.GetJob(e.ctx, j.ID); got.State != model.Started {
@@ -130,7 +130,7 @@ func TestReapDeadWorkersRequeuesOnceThenBotDied(t *testing.T) {
 	// Attempt 2 on w2, which dies too: final.
 	heartbeat("w2")
 	for {
-		c, err := e.st.ClaimJob(e.ctx, "w2", e.clock.Now())
+		c, err := e.st.ClaimJob(e.ctx, "w2", []string{""}, e.clock.Now())
 		if err != nil {
 			t.Fatal("requeued job not claimable")
 		}

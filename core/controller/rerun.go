@@ -70,6 +70,7 @@ func (c *Controller) Recheck(ctx context.Context, patchsetID, by string) ([]*mod
 		return nil, errs.E(errs.FailedPrecondition, op, "patchset %s has no failed job to re-run", ps.ID)
 	}
 	sort.Slice(rerun, func(a, b int) bool { return rerun[a].Type < rerun[b].Type })
+	model.Stagger(rerun, c.FairSlot)
 	if _, err := c.st.AddJobs(ctx, ps.Src(), rerun, c.VoteLease); err != nil {
 		return nil, fmt.Errorf("recheck of %s: %w", ps.ID, err)
 	}

@@ -87,9 +87,13 @@ func TestRecheckRerunsOnlyFailedJobs(t *testing.T) {
 	if len(got) != 2 || got[0].Type != "lint" || got[1].Type != "test" {
 		t.Fatalf("recheck queued %v, want lint and test", got)
 	}
-	for _, j := range got {
+	for i, j := range got {
 		if j.RetryOf != jobOfType(t, before, j.Type).ID || j.RequestedBy != "rita@trusted.example" {
 			t.Errorf("new job %+v", j)
+		}
+		// Rechecked jobs are presubmit jobs, staggered like new ones.
+		if j.Priority != model.PriorityPresubmit || !j.Order.Equal(e.clock.Now().Add(time.Duration(i)*controller.FairSlot)) {
+			t.Errorf("rechecked %s: priority %d, order +%v", j.Type, j.Priority, j.Order.Sub(e.clock.Now()))
 		}
 	}
 	// A second recheck right away has nothing failed to re-run: the new
@@ -232,6 +236,9 @@ func TestRetryPostsubmitJob(t *testing.T) {
 	if len(runs[0].JobIDs) != 4 || runs[0].JobIDs[3] != nj.ID || nj.Src != runs[0].Src() {
 		t.Fatalf("run after the retry: %+v", runs[0])
 	}
+	if nj.Priority != model.PriorityPostsubmit || !nj.Order.Equal(e.clock.Now()) {
+		t.Fatalf("retried postsubmit job: priority %d, order %v", nj.Priority, nj.Order)
+	}
 }
 
 func TestQueueMetricsRecordSamples(t *testing.T) {
@@ -239,7 +246,7 @@ func TestQueueMetricsRecordSamples(t *testing.T) {
 	e.readyChange("x")
 	e.run(controller.UpdateQueueMetrics, nil)
 	e.clock.Advance(time.Minute)
-	if _, err := e.st.ClaimJob(e.ctx, "w1", e.clock.Now()); err != nil {
+	if _, err := e.st.ClaimJob(e.ctx, "w1", []string{""}, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	e.run(controller.UpdateQueueMetrics, nil)

@@ -95,6 +95,13 @@ func failureKind(j *model.Job) string {
 		return "infrastructure failure: the worker died during both attempts, not a test failure"
 	case model.Interrupted:
 		return "infrastructure failure: the worker was shut down during both attempts, not a test failure"
+	case model.NoResource:
+		if j.Pool == "" {
+			return "infrastructure failure: no live worker could run it, not a test failure"
+		}
+		return "infrastructure failure: no live worker has the labels it requires (" + j.Pool + "), not a test failure"
+	case model.Expired:
+		return "infrastructure failure: no worker took it before it expired, not a test failure"
 	}
 	return strings.ToLower(string(j.State))
 }

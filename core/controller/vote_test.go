@@ -74,6 +74,59 @@ func TestVotes(t *testing.T) {
 	}
 }
 
+// Jobs that never ran, for lack of a worker (NO_RESOURCE) or of time
+// (EXPIRED), are failures of the infrastructure, named as such: voting
+// ones make the vote -1, a non-voting one does not.
+func TestVoteNamesQueueEndingsAsInfrastructure(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cfg       string
+		wantVote  int
+		wantLines []string
+	}{
+		{"voting", "  mac: {command: [make, mac], require: {os: mac}}\n  slow: {command: [make, slow], require: {pool: slow}, expiry: 5m}\n", -1, []string{
+			"Tollgate: 2 of 4 jobs failed. Code-Review-1",
+			"FAIL: mac (infrastructure failure: no live worker has the labels it requires (os=mac), not a test failure): https://ci.example.com/jobs/",
+			"FAIL: slow (infrastructure failure: no worker took it before it expired, not a test failure): https://ci.example.com/jobs/",
+			"PASS: build", "PASS: test",
+		}},
+		{"not voting", "  mac: {command: [make, mac], require: {os: mac}, skip_voting: true}\n", 1, []string{
+			"Tollgate: all voting jobs passed; 1 non-voting job(s) failed. Code-Review+1",
+			"FAIL: mac (infrastructure failure: no live worker has the labels it requires (os=mac), not a test failure, not voting)",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := strings.Replace(baseConfig, "  lint: {command: [make, lint], skip_voting: true}\n", tc.cfg, 1)
+			e := newEnv(t, cfg)
+			e.twice = true
+			ch := e.readyChange(tc.name)
+			// A slow-pool worker lives, so slow lacks no resource, but it
+			// runs nothing: slow expires after 5 minutes. No mac worker
+			// lives: mac ends after timeouts.no_resource.
+			e.finishAll()
+			for range 11 {
+				e.clock.Advance(time.Minute)
+				e.heartbeat("plain", nil)
+				e.heartbeat("slow", map[string]string{"pool": "slow"})
+				e.run(controller.ReapDeadWorkers, nil)
+				e.drain()
+			}
+			rv := e.gerrit.Reviews(ch.Change)
+			if len(rv) != 1 {
+				t.Fatalf("got %d reviews, want exactly 1", len(rv))
+			}
+			if rv[0].Labels["Code-Review"] != tc.wantVote {
+				t.Errorf("vote %d, want %d", rv[0].Labels["Code-Review"], tc.wantVote)
+			}
+			for _, l := range tc.wantLines {
+				if !strings.Contains(rv[0].Message, l) {
+					t.Errorf("message lacks %q:\n%s", l, rv[0].Message)
+				}
+			}
+		})
+	}
+}
+
 func TestCancelledJobMeansMessageWithoutVote(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	ch := e.readyChange("x")
@@ -216,7 +269,7 @@ func TestMessageStaysUnder16KiB(t *testing.T) {
 func TestPatchsetTimeoutCancelsAndEnds(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	ch := e.readyChange("slow")
-	if _, err := e.st.ClaimJob(e.ctx, "w1", e.clock.Now()); err != nil {
+	if _, err := e.st.ClaimJob(e.ctx, "w1", []string{""}, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Advance(2 * time.Hour)

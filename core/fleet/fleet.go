@@ -29,8 +29,9 @@ type Backend interface {
 	// labels. The answer lists jobs it must stop and the intervals to use.
 	Heartbeat(ctx context.Context, hb Heartbeat) (*HeartbeatReply, error)
 
-	// Claim gives the worker the oldest queued job it may run, now STARTED
-	// by it, or NotFound.
+	// Claim gives the worker the next queued job it may run (its labels
+	// meet the job's requirements; presubmit first, then in fair order),
+	// now STARTED by it, or NotFound.
 	Claim(ctx context.Context, workerID string) (*Assignment, error)
 
 	// AppendLog stores a chunk of the job's output at byte offset off.

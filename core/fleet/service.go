@@ -143,8 +143,12 @@ func (s *Service) Heartbeat(ctx context.Context, hb Heartbeat) (*HeartbeatReply,
 	return reply, nil
 }
 
-// Claim hands the worker the oldest queued job. A job whose type left the
-// config since it was queued ends FAILED with that reason, and the next is tried.
+// Claim hands the worker the first queued job it may run: one whose
+// required labels (recorded when it was queued) the worker's labels meet.
+// The Store offers the pools of the configured job types the worker's
+// labels meet, and picks by priority and fair order. A job whose type left
+// the config since it was queued ends FAILED with that reason, and the
+// next is tried.
 func (s *Service) Claim(ctx context.Context, workerID string) (*Assignment, error) {
 	if err := ValidWorkerID(workerID); err != nil {
 		return nil, err
@@ -159,9 +163,13 @@ func (s *Service) Claim(ctx context.Context, workerID string) (*Assignment, erro
 	if w.State == model.WorkerQuarantined {
 		return nil, errs.E(errs.PermissionDenied, "fleet.Claim", "worker %s is quarantined", workerID)
 	}
+	pools := s.o.Config.PoolsFor(w.Labels)
+	if len(pools) == 0 {
+		return nil, errs.E(errs.NotFound, "fleet.Claim", "the labels of worker %s meet the requirements of no configured job type", workerID)
+	}
 	for {
 		now := s.o.Clock.Now()
-		j, err := s.o.Store.ClaimJob(ctx, workerID, now)
+		j, err := s.o.Store.ClaimJob(ctx, workerID, pools, now)
 		if err != nil {
 			return nil, err
 		}

@@ -69,10 +69,13 @@ type Store interface {
 	// NotFound if missing; FailedPrecondition (unchanged) if Apply refuses.
 	UpdateJob(ctx context.Context, id string, t model.Transition) (*model.Job, error)
 
-	// ClaimJob atomically moves the oldest QUEUED job (by TimeQueued, then id)
-	// to STARTED for workerID at now and returns it. Exactly one of many
-	// concurrent claimers gets each job. NotFound when no job is queued.
-	ClaimJob(ctx context.Context, workerID string, now time.Time) (*model.Job, error)
+	// ClaimJob atomically moves the first QUEUED job whose Pool is one of
+	// pools to STARTED for workerID at now and returns it. First is lowest
+	// by (Priority, QueueOrder, ID): presubmit before postsubmit, then by
+	// the fair order model.Stagger gives. Exactly one of many concurrent
+	// claimers gets each job. NotFound when no job of those pools is queued
+	// (so always when pools is empty). Any number of pools may be given.
+	ClaimJob(ctx context.Context, workerID string, pools []string, now time.Time) (*model.Job, error)
 
 	// AddJobs writes jobs (new jobs of source src, as model.Job.Rerun makes
 	// them) and appends their ids to the JobIDs of src's record, in one
@@ -172,6 +175,9 @@ type JobQuery struct {
 	Worker string
 	// StartedBefore keeps only jobs started before it (for stale job checks).
 	StartedBefore time.Time
+	// QueuedBefore keeps only jobs queued before it (for queue expiry); it
+	// combines only with States, in the default order.
+	QueuedBefore time.Time
 	// OrderBy is the time the listing sorts on, newest first (default
 	// OrderQueued). OrderStarted lists only jobs that started (their latest
 	// start), OrderEnded only jobs that ended; either combines with States
@@ -193,6 +199,9 @@ const (
 // Check refuses a query that combines filters the Store does not index
 // together (InvalidArgument). Adapters call it first.
 func (q JobQuery) Check() error {
+	if !q.QueuedBefore.IsZero() && (q.Src != "" || q.Worker != "" || !q.StartedBefore.IsZero() || (q.OrderBy != "" && q.OrderBy != OrderQueued)) {
+		return errs.E(errs.InvalidArgument, "store.JobQuery", "queued_before combines only with a state filter")
+	}
 	switch q.OrderBy {
 	case "", OrderQueued:
 		return nil

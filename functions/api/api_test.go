@@ -86,7 +86,7 @@ func TestListAndGet(t *testing.T) {
 	if len(rest.Items) != 2 || rest.NextCursor != "" {
 		t.Fatalf("second page: %d items, cursor %q", len(rest.Items), rest.NextCursor)
 	}
-	if _, err := st.ClaimJob(context.Background(), "w", t0); err != nil {
+	if _, err := st.ClaimJob(context.Background(), "w", []string{""}, t0); err != nil {
 		t.Fatal(err)
 	}
 	get(t, srv.URL+"/api/v1/jobs?state=STARTED", 200, &jobs)

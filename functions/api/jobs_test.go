@@ -35,7 +35,7 @@ func TestLogsArtifactsWorkers(t *testing.T) {
 	}
 	st.PutWorker(ctx, &model.Worker{ID: "w1", Host: "h", State: model.WorkerBusy, LastSeen: time.Now()})
 	st.PutWorker(ctx, &model.Worker{ID: "w2", Host: "h", State: model.WorkerIdle, LastSeen: time.Now().Add(-time.Hour)})
-	if _, err := st.ClaimJob(ctx, "w1", t0); err != nil {
+	if _, err := st.ClaimJob(ctx, "w1", []string{""}, t0); err != nil {
 		t.Fatal(err)
 	}
 	st.AppendLog(ctx, j.ID, 0, []byte("line 1\nline 2\n"), t0.Add(time.Hour))

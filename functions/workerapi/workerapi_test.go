@@ -170,7 +170,7 @@ func TestClaimNothingQueued(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	e := newEnv(t)
 	ids := e.queue(1, 1, "build", "test")
-	claimed, err := e.st.ClaimJob(e.ctx, "w1", e.clock.Now())
+	claimed, err := e.st.ClaimJob(e.ctx, "w1", []string{""}, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

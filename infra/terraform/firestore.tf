@@ -11,6 +11,7 @@ locals {
   # The composite indexes of adapters/firestore Indexes(), each field as
   # "path ORDER" (checked by infra_test.go).
   firestore_indexes = [
+    { collection = "jobs", fields = ["pool ASCENDING", "state ASCENDING", "priority ASCENDING", "order ASCENDING", "id ASCENDING"] },
     { collection = "jobs", fields = ["src ASCENDING", "state ASCENDING", "time_queued DESCENDING", "id DESCENDING"] },
     { collection = "jobs", fields = ["src ASCENDING", "state ASCENDING", "time_queued DESCENDING", "id DESCENDING", "time_started DESCENDING"] },
     { collection = "jobs", fields = ["src ASCENDING", "state ASCENDING", "worker ASCENDING", "time_queued DESCENDING", "id DESCENDING"] },
@@ -21,7 +22,6 @@ locals {
     { collection = "jobs", fields = ["src ASCENDING", "worker ASCENDING", "time_queued DESCENDING", "id DESCENDING", "time_started DESCENDING"] },
     { collection = "jobs", fields = ["state ASCENDING", "time_ended DESCENDING", "id DESCENDING"] },
     { collection = "jobs", fields = ["state ASCENDING", "time_queued ASCENDING"] },
-    { collection = "jobs", fields = ["state ASCENDING", "time_queued ASCENDING", "id ASCENDING"] },
     { collection = "jobs", fields = ["state ASCENDING", "time_queued DESCENDING", "id DESCENDING"] },
     { collection = "jobs", fields = ["state ASCENDING", "time_queued DESCENDING", "id DESCENDING", "time_started DESCENDING"] },
     { collection = "jobs", fields = ["state ASCENDING", "time_started DESCENDING", "id DESCENDING"] },

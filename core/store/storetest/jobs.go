@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
@@ -94,7 +95,7 @@ func testUpdateJobTerminal(t *testing.T, s store.Store) {
 				wantSame(t, "job after a refused transition", getJob(t, s, id), before)
 			}
 			// A terminal job is not in the queue either.
-			if j, err := s.ClaimJob(t.Context(), "w9", at(600)); !errs.Is(err, errs.NotFound) {
+			if j, err := s.ClaimJob(t.Context(), "w9", unlabeled, at(600)); !errs.Is(err, errs.NotFound) {
 				t.Fatalf("ClaimJob with only a %s job: got %v, %v; want NotFound", st, j, err)
 			}
 		})
@@ -115,7 +116,7 @@ func testUpdateJobRelease(t *testing.T, s store.Store) {
 	wantSame(t, "history after the first release", j.History, wantHist)
 	wantSame(t, "stored after the first release", getJob(t, s, id), j)
 
-	c, err := s.ClaimJob(t.Context(), "w2", at(30))
+	c, err := s.ClaimJob(t.Context(), "w2", unlabeled, at(30))
 	mustOK(t, "ClaimJob of the requeued job", err)
 	if c.ID != id || c.Worker != "w2" || c.Attempt != 2 {
 		t.Fatalf("claimed %s, want %s by w2 at attempt 2", js(t, c), id)
@@ -126,7 +127,7 @@ func testUpdateJobRelease(t *testing.T, s store.Store) {
 	}
 	wantSame(t, "history after the second release", j.History, wantHist)
 	wantSame(t, "stored after the second release", getJob(t, s, id), j)
-	if _, err := s.ClaimJob(t.Context(), "w3", at(50)); !errs.Is(err, errs.NotFound) {
+	if _, err := s.ClaimJob(t.Context(), "w3", unlabeled, at(50)); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("ClaimJob after the final release: %v, want NotFound", err)
 	}
 }
@@ -198,22 +199,25 @@ func testUpdateJobConcurrent(t *testing.T, s store.Store) {
 // its id or source, with the id breaking ties.
 func testClaimJobOrder(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	_, err := s.ClaimJob(ctx, "w1", at(0))
+	_, err := s.ClaimJob(ctx, "w1", unlabeled, at(0))
 	wantCode(t, "ClaimJob of an empty store", err, errs.NotFound)
 
 	// Job ids all carry the same creation second, so id order (cls-10 before
-	// cls-9) is the reverse of queue order (cls-9 was queued first).
+	// cls-9) is the reverse of queue order (cls-9 was queued first). Jobs
+	// of one source share an Order here: the id decides among them.
 	mk := func(cl int, queued int, typs ...string) []*model.Job {
 		p, jobs := newPatchset(cl, 1, at(0), typs...)
 		p.TimeQueued = at(queued)
 		for _, j := range jobs {
-			j.TimeQueued = at(queued)
+			j.TimeQueued, j.Order = at(queued), at(queued)
 		}
 		create(t, s, p, jobs)
 		return jobs
 	}
 	newer := mk(10, 20, "b", "a")
 	older := mk(9, 10, "b", "a", "c")
+	// A postsubmit job, queued before the newer patchset's, comes after
+	// every presubmit job: its priority is lower.
 	post := &model.Postsubmit{ID: model.PostsubmitID("main", at(0)), Branch: "main", Revision: "abc", TimeQueued: at(15), TimeCommitted: at(0)}
 	pj := model.NewJob(at(15), post.Src(), "post", nil, false)
 	post.JobIDs = []string{pj.ID}
@@ -221,11 +225,14 @@ func testClaimJobOrder(t *testing.T, s store.Store) {
 	// A cancelled job is no longer queued.
 	cancelled := mk(8, 0, "x")
 	update(t, s, cancelled[0].ID, model.Transition{Kind: model.Cancel, Now: at(1)})
+	// An earlier Order goes first, whatever the queue time.
+	early := mk(7, 30, "z")
+	update(t, s, early[0].ID, model.Transition{Kind: model.Cancel, Now: at(31)})
 
-	want := []string{older[1].ID, older[0].ID, older[2].ID, pj.ID, newer[1].ID, newer[0].ID}
+	want := []string{older[1].ID, older[0].ID, older[2].ID, newer[1].ID, newer[0].ID, pj.ID}
 	var got []string
 	for i := range want {
-		j, err := s.ClaimJob(ctx, fmt.Sprintf("w%d", i), at(100+i))
+		j, err := s.ClaimJob(ctx, fmt.Sprintf("w%d", i), unlabeled, at(100+i))
 		mustOK(t, "ClaimJob", err)
 		if j.State != model.Started || j.Worker != fmt.Sprintf("w%d", i) || !j.TimeStarted.Equal(at(100+i)) {
 			t.Fatalf("claimed job %s, want STARTED by w%d at %v", js(t, j), i, at(100+i))
@@ -234,9 +241,9 @@ func testClaimJobOrder(t *testing.T, s store.Store) {
 		got = append(got, j.ID)
 	}
 	wantIDs(t, "claim order", got, want)
-	_, err = s.ClaimJob(ctx, "w1", at(200))
+	_, err = s.ClaimJob(ctx, "w1", unlabeled, at(200))
 	wantCode(t, "ClaimJob after the queue is drained", err, errs.NotFound)
-	_, err = s.ClaimJob(ctx, "", at(200))
+	_, err = s.ClaimJob(ctx, "", unlabeled, at(200))
 	wantCode(t, "ClaimJob without a worker", err, errs.InvalidArgument)
 }
 
@@ -245,26 +252,129 @@ func testClaimJobOrder(t *testing.T, s store.Store) {
 func testClaimJobRequeued(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	_, old := seedPatchset(t, s, 100, at(0), "linux")
-	c, err := s.ClaimJob(ctx, "w1", at(10))
+	c, err := s.ClaimJob(ctx, "w1", unlabeled, at(10))
 	mustOK(t, "ClaimJob", err)
 	if c.ID != old[0].ID {
 		t.Fatalf("claimed %s, want %s", c.ID, old[0].ID)
 	}
-	_, err = s.ClaimJob(ctx, "w2", at(11))
+	_, err = s.ClaimJob(ctx, "w2", unlabeled, at(11))
 	wantCode(t, "ClaimJob with the only job running", err, errs.NotFound)
 
 	_, fresh := seedPatchset(t, s, 200, at(20), "linux")
 	update(t, s, c.ID, model.Transition{Kind: model.Release, Worker: "w1", State: model.BotDied, Now: at(30)})
-	c, err = s.ClaimJob(ctx, "w2", at(40))
+	c, err = s.ClaimJob(ctx, "w2", unlabeled, at(40))
 	mustOK(t, "ClaimJob", err)
 	if c.ID != old[0].ID || c.Attempt != 2 || c.Worker != "w2" {
 		t.Fatalf("claimed %s, want the requeued %s at attempt 2 by w2", js(t, c), old[0].ID)
 	}
-	c, err = s.ClaimJob(ctx, "w3", at(41))
+	c, err = s.ClaimJob(ctx, "w3", unlabeled, at(41))
 	mustOK(t, "ClaimJob", err)
 	if c.ID != fresh[0].ID {
 		t.Fatalf("claimed %s, want %s", c.ID, fresh[0].ID)
 	}
+}
+
+// A claimer gets only jobs of the pools it names: none with no pools, and
+// the right one among more pools than one backend query takes (Firestore's
+// "in" takes 30 values).
+func testClaimJobPools(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p, jobs := newPatchset(100, 1, at(0), "any", "linux", "large", "mac")
+	jobs[1].SetRequire(map[string]string{"os": "linux"})
+	jobs[2].SetRequire(map[string]string{"os": "linux", "pool": "large"})
+	jobs[3].SetRequire(map[string]string{"os": "mac"})
+	create(t, s, p, jobs)
+	for i, j := range jobs {
+		wantSame(t, "stored job "+j.Type, getJob(t, s, j.ID), jobs[i])
+	}
+	_, err := s.ClaimJob(ctx, "w0", nil, at(10))
+	wantCode(t, "ClaimJob with no pools", err, errs.NotFound)
+	_, err = s.ClaimJob(ctx, "w0", []string{"os=windows"}, at(10))
+	wantCode(t, "ClaimJob of an empty pool", err, errs.NotFound)
+
+	// 40 pools, the mac one among the last: found, and only it.
+	many := []string{}
+	for i := range 40 {
+		many = append(many, fmt.Sprintf("zone=z%02d", i))
+	}
+	many = append(many[:35], append([]string{"os=mac", "os=mac"}, many[35:]...)...)
+	c, err := s.ClaimJob(ctx, "w-mac", many, at(11))
+	mustOK(t, "ClaimJob from 42 pools", err)
+	if c.ID != jobs[3].ID || c.Worker != "w-mac" || c.Pool != "os=mac" {
+		t.Fatalf("claimed %s, want %s", js(t, c), jobs[3].ID)
+	}
+	_, err = s.ClaimJob(ctx, "w-mac", many, at(12))
+	wantCode(t, "ClaimJob of a drained pool", err, errs.NotFound)
+
+	// A linux worker: the job requiring nothing and the plain linux one,
+	// not the large one.
+	linux := []string{"", "os=linux"}
+	var got []string
+	for range 2 {
+		c, err := s.ClaimJob(ctx, "w-linux", linux, at(20))
+		mustOK(t, "ClaimJob linux", err)
+		got = append(got, c.ID)
+	}
+	wantIDs(t, "linux worker's claims", sorted(got), sorted([]string{jobs[0].ID, jobs[1].ID}))
+	_, err = s.ClaimJob(ctx, "w-linux", linux, at(21))
+	wantCode(t, "ClaimJob linux, drained", err, errs.NotFound)
+	c, err = s.ClaimJob(ctx, "w-large", []string{"", "os=linux", "os=linux,pool=large"}, at(22))
+	mustOK(t, "ClaimJob large", err)
+	if c.ID != jobs[2].ID {
+		t.Fatalf("large worker claimed %s, want %s", c.ID, jobs[2].ID)
+	}
+}
+
+// The claim order across two changes with many jobs and a postsubmit run:
+// the jobs of each change are staggered one slot apart (model.Stagger, as
+// the controller queues them), so change B, queued after change A, gets
+// its first job in right after A's first instead of after all of A's; the
+// postsubmit run, queued before both, waits for every presubmit job; a
+// job queued again after its worker died keeps its place.
+func testClaimJobFairOrder(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const slot = time.Minute
+	mk := func(cl int, queued time.Time, n int) []*model.Job {
+		p, jobs := newPatchset(cl, 1, queued, types(n)...)
+		model.Stagger(jobs, slot)
+		create(t, s, p, jobs)
+		return jobs
+	}
+	post := &model.Postsubmit{ID: model.PostsubmitID("main", at(0)), Branch: "main", Revision: "abc", TimeQueued: at(-600), TimeCommitted: at(-700)}
+	var pj []*model.Job
+	for _, typ := range types(3) {
+		j := model.NewJob(at(-600), post.Src(), typ, nil, false)
+		pj = append(pj, j)
+		post.JobIDs = append(post.JobIDs, j.ID)
+	}
+	model.Stagger(pj, slot)
+	mustOK(t, "CreatePostsubmit", s.CreatePostsubmit(ctx, post, pj))
+	a := mk(1, at(0), 6)   // orders 0, 60, 120, ... 300 s
+	b := mk(2, at(30), 3)  // orders 30, 90, 150 s
+	c := mk(3, at(200), 2) // orders 200, 260 s
+
+	claim := func(w string, now int) *model.Job {
+		t.Helper()
+		j, err := s.ClaimJob(ctx, w, unlabeled, at(now))
+		mustOK(t, "ClaimJob", err)
+		return j
+	}
+	// A's first job runs, and its worker dies: it is queued again with its
+	// order, so it is the next claimed.
+	first := claim("w-dies", 1000)
+	if first.ID != a[0].ID {
+		t.Fatalf("first claim %s, want %s", first.ID, a[0].ID)
+	}
+	update(t, s, first.ID, model.Transition{Kind: model.Release, Worker: "w-dies", State: model.BotDied, Now: at(1001)})
+
+	want := []*model.Job{a[0], b[0], a[1], b[1], a[2], b[2], a[3], c[0], a[4], c[1], a[5], pj[0], pj[1], pj[2]}
+	var got []string
+	for i := range want {
+		got = append(got, claim(fmt.Sprintf("w%d", i), 1010+i).ID)
+	}
+	wantIDs(t, "claim order", got, jobIDs(want))
+	_, err := s.ClaimJob(ctx, "w", unlabeled, at(2000))
+	wantCode(t, "ClaimJob of a drained queue", err, errs.NotFound)
 }
 
 // Many workers draining the queue at once: every job is claimed exactly once,
@@ -287,7 +397,7 @@ func testClaimJobConcurrent(t *testing.T, s store.Store) {
 		wg.Go(func() {
 			<-go0
 			for n := 0; ; n++ {
-				j, err := s.ClaimJob(t.Context(), worker, at(1000+n))
+				j, err := s.ClaimJob(t.Context(), worker, unlabeled, at(1000+n))
 				if errs.Is(err, errs.NotFound) {
 					return
 				}

@@ -110,6 +110,9 @@ func testListJobs(t *testing.T, s store.Store) {
 	startedBefore := func(tm time.Time) func(*model.Job) bool {
 		return func(j *model.Job) bool { return !j.TimeStarted.IsZero() && j.TimeStarted.Before(tm) }
 	}
+	queuedBefore := func(tm time.Time) func(*model.Job) bool {
+		return func(j *model.Job) bool { return j.TimeQueued.Before(tm) }
+	}
 	and := func(fs ...func(*model.Job) bool) func(*model.Job) bool {
 		return func(j *model.Job) bool {
 			for _, f := range fs {
@@ -144,6 +147,11 @@ func testListJobs(t *testing.T, s store.Store) {
 			and(in(model.Started), func(j *model.Job) bool { return j.Worker == "w2" }), 0},
 		{"worker and state (w1)", store.JobQuery{Worker: "w1", States: []model.State{model.Started}},
 			and(in(model.Started), func(j *model.Job) bool { return j.Worker == "w1" }), 2},
+		{"queued before", store.JobQuery{QueuedBefore: at(10)}, queuedBefore(at(10)), 6},
+		{"queued and queued before", store.JobQuery{States: []model.State{model.Queued}, QueuedBefore: at(10)},
+			and(in(model.Queued), queuedBefore(at(10))), 1},
+		{"queued and queued before, later", store.JobQuery{States: []model.State{model.Queued}, QueuedBefore: at(11)},
+			and(in(model.Queued), queuedBefore(at(11))), 5},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -352,6 +360,10 @@ func testListJobsOrder(t *testing.T, s store.Store) {
 		{OrderBy: "sideways"},
 		{OrderBy: store.OrderEnded, Src: "cls/1-1"},
 		{OrderBy: store.OrderStarted, Worker: "w1"},
+		{QueuedBefore: at(10), Src: "cls/1-1"},
+		{QueuedBefore: at(10), Worker: "w1"},
+		{QueuedBefore: at(10), OrderBy: store.OrderEnded},
+		{QueuedBefore: at(10), StartedBefore: at(10)},
 	} {
 		_, _, err := s.ListJobs(t.Context(), q)
 		wantCode(t, fmt.Sprintf("ListJobs(%+v)", q), err, errs.InvalidArgument)

@@ -45,6 +45,8 @@ func RunConformance(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UpdateJobConcurrent", testUpdateJobConcurrent},
 		{"ClaimJobOrder", testClaimJobOrder},
 		{"ClaimJobRequeued", testClaimJobRequeued},
+		{"ClaimJobPools", testClaimJobPools},
+		{"ClaimJobFairOrder", testClaimJobFairOrder},
 		{"ClaimJobConcurrent", testClaimJobConcurrent},
 		{"UpdatePatchset", testUpdatePatchset},
 		{"UpdatePatchsetConcurrent", testUpdatePatchsetConcurrent},
@@ -72,6 +74,10 @@ func RunConformance(t *testing.T, newStore func(t *testing.T) store.Store) {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
 }
+
+// unlabeled is the pool list of a claimer that runs the jobs requiring no
+// labels (the only jobs most tests queue).
+var unlabeled = []string{""}
 
 // base is the suite's epoch; at(n) is n seconds after it.
 var base = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
