@@ -58,7 +58,7 @@ type JobTypeStats struct {
 	RunTime   Distribution `json:"run_time"`
 	Passed    int          `json:"passed"`
 	Failed    int          `json:"failed"` // FAILED or TIMED_OUT
-	Infra     int          `json:"infra"`  // BOT_DIED or INTERRUPTED
+	Infra     int          `json:"infra"`  // BOT_DIED, INTERRUPTED, NO_RESOURCE or EXPIRED
 	Cancelled int          `json:"cancelled"`
 	PassRate  float64      `json:"pass_rate"`
 }
@@ -161,7 +161,7 @@ func (s *Server) Stats(ctx context.Context, window time.Duration) (*Stats, error
 				a.st.Passed++
 			case model.Failed, model.TimedOut:
 				a.st.Failed++
-			case model.BotDied, model.Interrupted:
+			case model.BotDied, model.Interrupted, model.NoResource, model.Expired:
 				a.st.Infra++
 			case model.Cancelled:
 				a.st.Cancelled++

@@ -23,6 +23,8 @@ var stateInfo = map[model.State]struct{ icon, name, help string }{
 	model.Cancelled:   {"⊘", "cancelled", "Cancelled: by a newer patchset, a person, or timeouts.cl"},
 	model.Interrupted: {"↯", "interrupted", "Its worker shut down during both attempts: an infrastructure failure"},
 	model.BotDied:     {"☠", "bot died", "Its worker stopped heartbeating during both attempts: an infrastructure failure"},
+	model.NoResource:  {"∅", "no resource", "No live worker had the labels it requires: an infrastructure failure"},
+	model.Expired:     {"⧗", "expired", "Waited in the queue longer than its expiry: an infrastructure failure"},
 }
 
 var statusInfo = map[string]struct{ icon, help string }{
@@ -32,6 +34,17 @@ var statusInfo = map[string]struct{ icon, help string }{
 	api.StatusFailed:    {"✗", "A voting job did not pass"},
 	api.StatusCancelled: {"⊘", "A job was cancelled, so no vote"},
 	api.StatusUnknown:   {"?", "No jobs"},
+}
+
+// countInfra sums the counts of the states that are infrastructure failures.
+func countInfra(m map[model.State]int) int {
+	n := 0
+	for st, c := range m {
+		if st.Infra() {
+			n += c
+		}
+	}
+	return n
 }
 
 func state(v any) model.State {
@@ -80,6 +93,7 @@ func (u *UI) funcs() template.FuncMap {
 		"short":        func(rev string) string { return rev[:min(len(rev), 12)] },
 		"add":          func(a, b int) int { return a + b },
 		"count":        func(m map[model.State]int, st any) int { return m[state(st)] },
+		"countInfra":   countInfra,
 		"maxAttempts":  func() int { return model.MaxAttempts },
 		"nextPage":     nextPage,
 		"gerritChange": u.gerritChange,

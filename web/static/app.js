@@ -20,8 +20,8 @@
     if (el) new LogViewer(el).start();
   });
 
-  var ICONS = {QUEUED: '◷', STARTED: '▶', COMPLETED: '✓', FAILED: '✗', TIMED_OUT: '◕', CANCELLED: '⊘', INTERRUPTED: '↯', BOT_DIED: '☠'};
-  var TERMINAL = {COMPLETED: 1, FAILED: 1, TIMED_OUT: 1, CANCELLED: 1, INTERRUPTED: 1, BOT_DIED: 1};
+  var ICONS = {QUEUED: '◷', STARTED: '▶', COMPLETED: '✓', FAILED: '✗', TIMED_OUT: '◕', CANCELLED: '⊘', INTERRUPTED: '↯', BOT_DIED: '☠', NO_RESOURCE: '∅', EXPIRED: '⧗'};
+  var TERMINAL = {COMPLETED: 1, FAILED: 1, TIMED_OUT: 1, CANCELLED: 1, INTERRUPTED: 1, BOT_DIED: 1, NO_RESOURCE: 1, EXPIRED: 1};
 
   // Lines per block (a block is skipped by layout while off screen: CSS
   // content-visibility), lines rendered per animation frame, and how much
