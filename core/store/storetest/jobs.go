@@ -39,6 +39,10 @@ func testUpdateJob(t *testing.T, s store.Store) {
 		{"release by another worker", model.Started, model.Transition{Kind: model.Release, Worker: "w2", State: model.BotDied, Now: at(200)}, errs.FailedPrecondition, model.Started},
 		{"release as failed", model.Started, model.Transition{Kind: model.Release, Worker: "w1", State: model.Failed, Now: at(200)}, errs.InvalidArgument, model.Started},
 		{"mark metrics of a running job", model.Started, model.Transition{Kind: model.MarkMetrics, Now: at(200)}, errs.FailedPrecondition, model.Started},
+		{"expire queued", model.Queued, model.Transition{Kind: model.Expire, State: model.Expired, Reason: "too old", Now: at(200)}, errs.Unknown, model.Expired},
+		{"no resource for queued", model.Queued, model.Transition{Kind: model.Expire, State: model.NoResource, Reason: "no mac", Now: at(200)}, errs.Unknown, model.NoResource},
+		{"expire started", model.Started, model.Transition{Kind: model.Expire, State: model.Expired, Now: at(200)}, errs.FailedPrecondition, model.Started},
+		{"expire as failed", model.Queued, model.Transition{Kind: model.Expire, State: model.Failed, Now: at(200)}, errs.InvalidArgument, model.Queued},
 		{"unknown kind", model.Queued, model.Transition{Kind: 99, Now: at(200)}, errs.InvalidArgument, model.Queued},
 	}
 	for i, tc := range tests {
@@ -67,7 +71,8 @@ func testUpdateJob(t *testing.T, s store.Store) {
 
 // A job in a terminal state never changes again, whatever is tried.
 func testUpdateJobTerminal(t *testing.T, s store.Store) {
-	terminal := []model.State{model.Completed, model.Failed, model.TimedOut, model.Cancelled, model.Interrupted, model.BotDied}
+	terminal := []model.State{model.Completed, model.Failed, model.TimedOut, model.Cancelled, model.Interrupted, model.BotDied,
+		model.NoResource, model.Expired}
 	tries := []model.Transition{
 		{Kind: model.Start, Worker: "w1", Now: at(500)},
 		{Kind: model.Start, Worker: "w2", Now: at(500)},
@@ -80,6 +85,8 @@ func testUpdateJobTerminal(t *testing.T, s store.Store) {
 		{Kind: model.Cancel, Reason: "late", Now: at(500)},
 		{Kind: model.Release, Worker: "w1", State: model.Interrupted, Now: at(500)},
 		{Kind: model.Release, State: model.BotDied, Now: at(500)},
+		{Kind: model.Expire, State: model.Expired, Now: at(500)},
+		{Kind: model.Expire, State: model.NoResource, Now: at(500)},
 	}
 	for i, st := range terminal {
 		t.Run(string(st), func(t *testing.T) {

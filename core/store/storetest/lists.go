@@ -60,6 +60,7 @@ func listFixture(t *testing.T, s store.Store) []*model.Job {
 	_, a := seedPatchset(t, s, 1, at(0), "a", "b", "c", "d")
 	_, b := seedPatchset(t, s, 2, at(10), "a", "b", "c", "d")
 	_, c := seedPatchset(t, s, 3, at(10), "a", "b", "c") // ties with 2
+	_, d := seedPatchset(t, s, 4, at(20), "a", "b")      // ended while queued
 	post := &model.Postsubmit{ID: model.PostsubmitID("main", at(3)), Branch: "main", Revision: "r", TimeCommitted: at(3), TimeQueued: at(5)}
 	var pj []*model.Job
 	for _, typ := range []string{"a", "b"} {
@@ -88,6 +89,8 @@ func listFixture(t *testing.T, s store.Store) []*model.Job {
 		{c[2], model.Queued, ""},
 		{pj[0], model.Started, "w1"},
 		{pj[1], model.Queued, ""},
+		{d[0], model.NoResource, ""},
+		{d[1], model.Expired, ""},
 	}
 	for _, p := range plan {
 		all = append(all, drive(t, s, p.j.ID, p.state, p.w))

@@ -209,6 +209,8 @@ func drive(t *testing.T, s store.Store, id string, state model.State, w string) 
 		return update(t, s, id, model.Transition{Kind: model.Finish, Worker: w, State: state, ExitCode: &code, Now: at(110)})
 	case model.Cancelled:
 		return update(t, s, id, model.Transition{Kind: model.Cancel, Reason: "superseded", Now: at(105)})
+	case model.NoResource, model.Expired:
+		return update(t, s, id, model.Transition{Kind: model.Expire, State: state, Reason: "waited in vain", Now: at(105)})
 	case model.Interrupted, model.BotDied:
 		for i := range model.MaxAttempts {
 			update(t, s, id, model.Transition{Kind: model.Start, Worker: w, Now: at(100 + 20*i)})
