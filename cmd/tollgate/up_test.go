@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tollgate-ci/tollgate/core/sandbox/sandboxtest"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,8 +30,13 @@ func TestUpDemo(t *testing.T) {
 	defer cancel()
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
+	// The demo's jobs run in the bwrap sandbox where CI installs it.
+	mode := "none"
+	if _, err := exec.LookPath("bwrap"); err == nil || os.Getenv("CI") != "" {
+		mode = "bwrap"
+	}
 	go func() {
-		done <- run(ctx, []string{"up", "--demo", "--data", t.TempDir(), "--listen", "127.0.0.1:0"}, pw, io.Discard)
+		done <- run(ctx, []string{"up", "--demo", "--data", sandboxtest.Dir(t), "--listen", "127.0.0.1:0", "--sandbox", mode}, pw, io.Discard)
 		pw.Close()
 	}()
 	addrRE := regexp.MustCompile(`API http://([0-9.:]+)/`)
@@ -100,6 +107,22 @@ func TestUpDemo(t *testing.T) {
 			votes[r.Change] = append(votes[r.Change], r.Labels["Code-Review"])
 			if r.Change == 4 && !strings.Contains(r.Message, "FAIL: test (exit code 1)") {
 				return false, "dave's review does not list the failed test: " + r.Message
+			}
+			if r.Change == 4 {
+				// The test ran on the files of dave's change, merged onto main.
+				rest := r.Message[strings.Index(r.Message, "FAIL: test"):]
+				id := strings.Fields(rest[strings.Index(rest, "/jobs/")+len("/jobs/"):])[0]
+				resp, err := http.Get(base + "/api/v1/jobs/" + id + "/log")
+				if err != nil {
+					return false, err.Error()
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				for _, want := range []string{"FAIL: eo_test: missing plural form in greetings/eo.txt", "ok   en_test: Hello, World!", "checked out"} {
+					if !strings.Contains(string(b), want) {
+						return false, fmt.Sprintf("dave's test log lacks %q: %s", want, b)
+					}
+				}
 			}
 		}
 		if len(votes[2]) != 1 || votes[2][0] != 1 || len(votes[4]) != 1 || votes[4][0] != -1 || len(votes[1]) != 0 || len(votes[3]) != 0 {
