@@ -48,12 +48,7 @@ echo built > output.txt && echo "work: ok"
 `
 
 func TestBwrapKeepsTheWorkerOut(t *testing.T) {
-	sandboxtest.NeedBwrap(t)
-	root := sandboxtest.Dir(t)
-	sb, err := sandbox.New(sandbox.Options{Mode: sandbox.ModeBwrap, Root: root, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb, root := newBwrap(t)
 	got := runProbes(t, sb, root, sandbox.NetworkProxy)
 	want := map[string]string{
 		"read-token": "blocked", "list-state": "blocked", "env-secret": "blocked",
@@ -72,12 +67,7 @@ func TestBwrapKeepsTheWorkerOut(t *testing.T) {
 }
 
 func TestNetworkNoneCutsEverythingButServices(t *testing.T) {
-	sandboxtest.NeedBwrap(t)
-	root := sandboxtest.Dir(t)
-	sb, err := sandbox.New(sandbox.Options{Mode: sandbox.ModeBwrap, Root: root, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb, root := newBwrap(t)
 	got := runProbes(t, sb, root, sandbox.NetworkNone)
 	for k, v := range map[string]string{"internet": "blocked", "internet-tls-tunnel": "blocked",
 		"metadata-ip": "blocked", "service": "ok", "work": "ok", "read-token": "blocked"} {
@@ -85,6 +75,18 @@ func TestNetworkNoneCutsEverythingButServices(t *testing.T) {
 			t.Errorf("%s: %q, want %q", k, got[k], v)
 		}
 	}
+}
+
+// newBwrap returns a bwrap sandbox rooted in a new directory.
+func newBwrap(t *testing.T) (*sandbox.Sandbox, string) {
+	t.Helper()
+	sandboxtest.NeedBwrap(t)
+	root := sandboxtest.Dir(t)
+	sb, err := sandbox.New(sandbox.Options{Mode: sandbox.ModeBwrap, Root: root, UID: -1, GID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb, root
 }
 
 // TestNoSandboxLeaks is the control: the same probes without a sandbox
@@ -179,12 +181,7 @@ func serve(t *testing.T, body string) string {
 // TestStopSignals: SIGTERM to the job's process group reaches the job,
 // which gets to clean up, and the sandbox reports its status.
 func TestStopSignals(t *testing.T) {
-	sandboxtest.NeedBwrap(t)
-	root := sandboxtest.Dir(t)
-	sb, err := sandbox.New(sandbox.Options{Mode: sandbox.ModeBwrap, Root: root, UID: -1, GID: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb, root := newBwrap(t)
 	dir := filepath.Join(root, "job")
 	os.MkdirAll(dir, 0o755)
 	sb.Chown(dir)
