@@ -37,3 +37,20 @@ output "dashboard" {
   description = "The Cloud Monitoring dashboard id."
   value       = google_monitoring_dashboard.tollgate.id
 }
+
+output "worker_group" {
+  description = "The worker managed instance group (empty without a fleet), for gcloud compute instance-groups managed ... --zone worker_zone."
+  value       = join("", [for g in google_compute_instance_group_manager.worker : g.name])
+}
+
+output "service_accounts" {
+  description = "Every service account of the deployment: one per function, the push invoker, the scheduler and the workers."
+  value = merge(
+    { for f, sa in google_service_account.function : "fn/${f}" => sa.email },
+    {
+      pubsub_invoker = google_service_account.pubsub_invoker.email
+      scheduler      = google_service_account.scheduler.email
+      worker         = google_service_account.worker.email
+    },
+  )
+}

@@ -31,10 +31,20 @@ resource "google_pubsub_subscription" "push" {
   topic                = google_pubsub_topic.action[each.key].id
   ack_deadline_seconds = 600
 
+  # A plain push (no no_wrapper block): the body is the envelope
+  # {"message": {data, attributes, messageId, publishTime}, "subscription"}.
+  # functions-framework-go turns it into a CloudEvent whose data is
+  # {"message": {...}}, and the functions decode only message.* (adapters/
+  # pubsub ParseEventData). It takes the topic from the request path, which
+  # must therefore contain projects/P/topics/T (else it logs a warning and
+  # the event has no topic); the path is ignored otherwise, since a service
+  # serves its one function at every path.
   push_config {
     push_endpoint = "${google_cloud_run_v2_service.function[each.key].uri}/projects/${var.project}/topics/${local.topic_name[each.key]}"
     oidc_token {
       service_account_email = google_service_account.pubsub_invoker.email
+      # The service URL: Cloud Run checks the token's audience.
+      audience = google_cloud_run_v2_service.function[each.key].uri
     }
   }
 
@@ -51,62 +61,4 @@ resource "google_pubsub_subscription" "push" {
   expiration_policy {
     ttl = ""
   }
-}
-
-# Pub/Sub's service agent forwards dead letters: it must publish to the
-# dead-letter topic and acknowledge on the source subscriptions.
-locals {
-  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
-}
-
-resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
-  topic  = google_pubsub_topic.dead_letter.id
-  role   = "roles/pubsub.publisher"
-  member = local.pubsub_agent
-}
-
-resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
-  for_each     = toset(local.actions)
-  subscription = google_pubsub_subscription.push[each.key].id
-  role         = "roles/pubsub.subscriber"
-  member       = local.pubsub_agent
-}
-
-# The push subscriptions sign their requests as this account, which alone
-# may invoke the CloudEvent functions.
-resource "google_service_account" "pubsub_invoker" {
-  account_id   = "${var.prefix}-pubsub-push"
-  display_name = "Tollgate Pub/Sub push"
-}
-
-resource "google_service_account_iam_member" "pubsub_token_creator" {
-  service_account_id = google_service_account.pubsub_invoker.name
-  role               = "roles/iam.serviceAccountTokenCreator"
-  member             = local.pubsub_agent
-}
-
-# Every function publishes tasks to every action topic (the controller fans
-# out) and the API reads and republishes dead letters.
-resource "google_pubsub_topic_iam_member" "function_publisher" {
-  for_each = merge([
-    for f in keys(local.functions) : { for a in local.actions : "${f}/${a}" => { function = f, action = a } }
-  ]...)
-  topic  = google_pubsub_topic.action[each.value.action].id
-  role   = "roles/pubsub.publisher"
-  member = "serviceAccount:${google_service_account.function[each.value.function].email}"
-}
-
-resource "google_pubsub_subscription_iam_member" "api_dead_letter_view" {
-  subscription = google_pubsub_subscription.dead_letter_view.id
-  role         = "roles/pubsub.subscriber"
-  member       = "serviceAccount:${google_service_account.function["api"].email}"
-}
-
-# The push side buries tasks itself when Pub/Sub does not report the
-# delivery attempt (adapters/pubsub Bury).
-resource "google_pubsub_topic_iam_member" "function_dead_letter" {
-  for_each = toset(local.actions)
-  topic    = google_pubsub_topic.dead_letter.id
-  role     = "roles/pubsub.publisher"
-  member   = "serviceAccount:${google_service_account.function[each.key].email}"
 }

@@ -3,7 +3,9 @@
 # value is ever in Terraform state.
 locals {
   # Secret id suffix => the environment variable the functions read it from
-  # and the functions that get it.
+  # and the functions that get it (iam.tf grants each of them access).
+  # Every function gets the Gerrit credentials, not only the four actions
+  # that call Gerrit: functions/cloudrun Build refuses to start without them.
   secrets = merge({
     gerrit-user = {
       env       = var.gerrit_user_env
@@ -43,13 +45,4 @@ resource "google_secret_manager_secret" "secret" {
     auto {}
   }
   depends_on = [google_project_service.api]
-}
-
-resource "google_secret_manager_secret_iam_member" "function" {
-  for_each = merge([
-    for f, ss in local.function_secrets : { for s in ss : "${f}/${s}" => { function = f, secret = s } }
-  ]...)
-  secret_id = google_secret_manager_secret.secret[each.value.secret].id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.function[each.value.function].email}"
 }

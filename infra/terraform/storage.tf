@@ -1,3 +1,5 @@
+# The config and the worker binary. Versioned, so a bad config can be
+# rolled back (gcloud storage ls -a); old versions beyond the last ten go.
 resource "google_storage_bucket" "config" {
   name                        = "${var.project}-${var.prefix}-config"
   location                    = var.region
@@ -6,6 +8,40 @@ resource "google_storage_bucket" "config" {
   versioning {
     enabled = true
   }
+  lifecycle_rule {
+    condition {
+      num_newer_versions = 10
+      with_state         = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+# The Tollgate config (TOLLGATE_CONFIG), uploaded from var.config_file: it
+# exists before any function, scheduler job or worker reads it, and its MD5
+# rolls out new function revisions and worker VMs when it changes
+# (functions and workers read it once, when they start).
+resource "google_storage_bucket_object" "config" {
+  bucket       = google_storage_bucket.config.name
+  name         = var.config_object
+  source       = var.config_file
+  content_type = "application/yaml"
+}
+
+# The worker binary, uploaded from var.worker_binary_file (fleet.tf).
+resource "google_storage_bucket_object" "worker_binary" {
+  for_each     = local.fleet
+  bucket       = google_storage_bucket.config.name
+  name         = local.worker_binary_object
+  source       = var.worker_binary_file
+  content_type = "application/octet-stream"
+}
+
+locals {
+  config_md5           = filemd5(var.config_file)
+  worker_binary_object = "bin/tollgate"
 }
 
 # Logs and artifacts (TOLLGATE_BLOB_BUCKET).

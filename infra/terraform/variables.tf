@@ -34,11 +34,20 @@ variable "prefix" {
 }
 
 variable "image" {
-  description = "The container image built from the repository (functions/cmd/tollgate-functions), run by every function with its own FUNCTION_TARGET."
+  description = "The functions image: the default target of the repository's Dockerfile (functions/cmd/tollgate-functions), e.g. REGION-docker.pkg.dev/PROJECT/tollgate/functions:TAG as cloudbuild.yaml pushes it. Every function runs it with its own FUNCTION_TARGET."
   type        = string
   validation {
-    condition     = length(var.image) > 0
-    error_message = "image must be set."
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/[^ ]+$", var.image))
+    error_message = "image must be a container image reference such as us-central1-docker.pkg.dev/PROJECT/tollgate/functions:TAG."
+  }
+}
+
+variable "config_file" {
+  description = "Path (from the directory terraform runs in) of the Tollgate YAML config, which Terraform uploads to gs://{config bucket}/{config_object}. A change rolls out new function revisions and worker VMs."
+  type        = string
+  validation {
+    condition     = length(var.config_file) > 0
+    error_message = "config_file must name the config file."
   }
 }
 
@@ -155,13 +164,41 @@ variable "gerrit_password_env" {
   }
 }
 
-variable "worker_binary" {
-  description = "gs:// URL of a linux/amd64 `tollgate` binary (go build ./cmd/tollgate) that the worker VMs run as `tollgate worker --backend gcp`."
+variable "worker_binary_file" {
+  description = "Path of a linux/amd64 `tollgate` binary (CGO_ENABLED=0 go build ./cmd/tollgate) that Terraform uploads and the worker VMs run as `tollgate worker --backend gcp`. Empty: no worker fleet."
+  type        = string
+  default     = ""
+}
+
+variable "worker_network" {
+  description = "VPC network of the worker VMs (they need to reach Google APIs, Gerrit and whatever the jobs fetch)."
+  type        = string
+  default     = "default"
+}
+
+variable "worker_labels" {
+  description = "Labels every worker advertises (tollgate worker --labels), as k=v,k=v: what job types' require is matched against."
   type        = string
   default     = ""
   validation {
-    condition     = var.worker_binary == "" || startswith(var.worker_binary, "gs://")
-    error_message = "worker_binary must be a gs:// URL (or empty: no worker fleet)."
+    condition     = can(regex("^([A-Za-z0-9_.-]+=[A-Za-z0-9_.:/-]*(,[A-Za-z0-9_.-]+=[A-Za-z0-9_.:/-]*)*)?$", var.worker_labels))
+    error_message = "worker_labels must be k=v pairs separated by commas (letters, digits, '_', '.', '-'; values also ':' and '/')."
+  }
+}
+
+variable "worker_gerrit_credentials" {
+  description = "Whether workers fetch changes with the Gerrit credentials of Secret Manager (their account may then read the two Gerrit secrets); off: anonymous fetches."
+  type        = bool
+  default     = false
+}
+
+variable "worker_rollout" {
+  description = "How a new worker template (binary, config, settings) reaches running VMs: PROACTIVE replaces them (their running jobs end INTERRUPTED and are queued again once), OPPORTUNISTIC only gives it to VMs created later."
+  type        = string
+  default     = "PROACTIVE"
+  validation {
+    condition     = contains(["PROACTIVE", "OPPORTUNISTIC"], var.worker_rollout)
+    error_message = "worker_rollout must be PROACTIVE or OPPORTUNISTIC."
   }
 }
 
@@ -187,12 +224,6 @@ variable "worker_disk_gb" {
   }
 }
 
-variable "worker_labels" {
-  description = "Worker labels (tollgate worker --labels), as k=v,k=v."
-  type        = string
-  default     = ""
-}
-
 variable "workers_min" {
   description = "The fewest worker VMs the autoscaler keeps."
   type        = number
@@ -213,13 +244,13 @@ variable "workers_max" {
   }
 }
 
-variable "jobs_per_worker" {
-  description = "Queued or running jobs (ci_job_queue_len) per worker VM the autoscaler aims at."
+variable "jobs_per_vm" {
+  description = "Worker processes per VM (jobs a VM runs at once), which is also the autoscaler's target of ci_job_queue_len (queued + running jobs) per VM."
   type        = number
   default     = 1
   validation {
-    condition     = var.jobs_per_worker > 0
-    error_message = "jobs_per_worker must be positive."
+    condition     = var.jobs_per_vm >= 1 && var.jobs_per_vm <= 32 && floor(var.jobs_per_vm) == var.jobs_per_vm
+    error_message = "jobs_per_vm must be an integer from 1 to 32."
   }
 }
 
@@ -230,9 +261,9 @@ variable "notification_channels" {
 }
 
 variable "alert_queue_time_seconds" {
-  description = "Alert when the 95th percentile of ci_job_queue_time exceeds this many seconds for 15 minutes."
+  description = "Alert when the 95th percentile of ci_job_queue_time exceeds this many seconds for 15 minutes (see alerts.tf for the default's reasoning)."
   type        = number
-  default     = 1800
+  default     = 900
   validation {
     condition     = var.alert_queue_time_seconds > 0
     error_message = "alert_queue_time_seconds must be positive."

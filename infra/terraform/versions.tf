@@ -4,6 +4,12 @@
 
 terraform {
   required_version = ">= 1.6"
+
+  # The state lives in a bucket you create once (infra/README.md, "Deploy
+  # from zero"), shared by operators and Cloud Build:
+  #   terraform init -backend-config=bucket=BUCKET -backend-config=prefix=tollgate/state
+  backend "gcs" {}
+
   required_providers {
     google = {
       source  = "hashicorp/google"
