@@ -197,7 +197,7 @@ func TestCheckoutMirrorMovesOnlyNewObjects(t *testing.T) {
 		t.Fatalf("second job %s, log:\n%s", r.State, f.log(a2.Job.ID))
 	}
 	second := h.fetched.Load()
-	t.Logf("fetched %d bytes for the first job, %d for the second", first, second)
+	t.Logf("fetched %d bytes for the first job, %d for the second; second log:\n%s", first, second, f.log(a2.Job.ID))
 	if first < 1<<20 || second > first/20 {
 		t.Errorf("fetched %d then %d bytes: the second checkout should move only the new change", first, second)
 	}
