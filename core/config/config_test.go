@@ -136,6 +136,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("gerrit: {url: 'http://x', project: p}\njobs: {a: {command: [x]}}\ntrust: {trusted_emails: '.*'}"))
 	f.Add([]byte("logs_ttl: 99999999999d"))
 	f.Add([]byte("jobs: {a: {timeout: -5s, command: [x]}}"))
+	f.Add([]byte("jobs: {a: {command: [x], network: none, require: {os: linux, 'p=q': 'a,b'}, expiry: 1h}}"))
+	f.Add([]byte("jobs: {a: {command: [x], network: host}}"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err != nil {
@@ -149,8 +151,17 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted an unusable config: %+v", c)
 		}
 		for _, n := range c.JobNames() {
-			if len(c.Jobs[n].Command) == 0 {
+			j := c.Jobs[n]
+			if len(j.Command) == 0 {
 				t.Fatalf("job %s without a command", n)
+			}
+			if j.Network != NetworkProxy && j.Network != NetworkNone {
+				t.Fatalf("job %s with network %q", n, j.Network)
+			}
+			for k, v := range j.Require {
+				if strings.ContainsAny(k+v, ",=") {
+					t.Fatalf("job %s requires an ambiguous label %q=%q", n, k, v)
+				}
 			}
 		}
 	})
