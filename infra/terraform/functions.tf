@@ -15,10 +15,12 @@ resource "google_cloud_run_v2_service" "function" {
     timeout                          = "${each.value.timeout_seconds}s"
     max_instance_request_concurrency = each.value.concurrency
 
-    # An instance reads the config once, at its first call: a new config
-    # (its MD5 here) rolls out a new revision, whose instances read it.
+    # An instance reads the config and its secrets once, when it starts: a
+    # new config (its MD5 here), or a new var.rollout after a secret was
+    # rotated, rolls out a new revision, whose instances read them again.
     labels = {
-      tollgate-config = local.config_md5
+      tollgate-config  = local.config_md5
+      tollgate-rollout = var.rollout
     }
 
     scaling {

@@ -28,6 +28,17 @@ resource "google_storage_bucket_object" "config" {
   name         = var.config_object
   source       = var.config_file
   content_type = "application/yaml"
+
+  lifecycle {
+    # The api service is public (it authenticates its callers itself), so
+    # anyone could send IAP's identity header: trusting it needs IAP in
+    # front and the service's ingress closed to everything else, which
+    # this deployment does not set up.
+    precondition {
+      condition     = !can(regex("trust_iap\\s*:\\s*(true|yes|on)", file(var.config_file)))
+      error_message = "ui.trust_iap is on in the config, but the api service is reachable without IAP: use ui.api_tokens_env instead (infra/README.md)."
+    }
+  }
 }
 
 # The worker binary, uploaded from var.worker_binary_file (fleet.tf).

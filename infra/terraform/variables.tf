@@ -51,6 +51,16 @@ variable "config_file" {
   }
 }
 
+variable "rollout" {
+  description = "Any label value (lowercase letters, digits, '-' or '_'); changing it rolls out a new revision of every function, which reads the secrets again (after a rotation, infra/README.md)."
+  type        = string
+  default     = "1"
+  validation {
+    condition     = can(regex("^[a-z0-9_-]{1,63}$", var.rollout))
+    error_message = "rollout must be 1 to 63 lowercase letters, digits, '-' or '_'."
+  }
+}
+
 variable "config_object" {
   description = "Object name of the Tollgate YAML config in the config bucket; TOLLGATE_CONFIG is gs://{config bucket}/{config_object}."
   type        = string
