@@ -471,6 +471,16 @@ func TestSecrets(t *testing.T) {
 	}
 	m.resource(t, "google_secret_manager_secret", "secret")
 
+	// Gerrit's credentials go to the actions that call Gerrit, and no others.
+	for _, name := range []string{"gerrit-user", "gerrit-password"} {
+		got := strs(t, attr(sec.GetAttr(name), "functions"))
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(controller.GerritActions))
+		if !slices.Equal(got, want) {
+			t.Errorf("secret %s goes to %q, want exactly controller.GerritActions %q", name, got, want)
+		}
+	}
+
 	// Each secret goes to functions that exist.
 	fns := m.local(t, "functions")
 	for it := sec.ElementIterator(); it.Next(); {

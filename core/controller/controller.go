@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/tollgate-ci/tollgate/core/cache"
@@ -54,12 +55,18 @@ var Actions = []string{Tick, CheckNewCLs, CheckNewCL, CancelOlderJobs, CheckPend
 	ReapDeadWorkers, DeleteExpiredLogs, DeleteJobLogs, UpdateCLMetrics, UpdateJobMetrics,
 	UpdateQueueMetrics, CacheCleanup}
 
+// GerritActions are the actions that call Gerrit: only they need a
+// Gerrit client (Deps.Gerrit) and so Gerrit's credentials; on Google Cloud
+// only their functions are given the secret.
+var GerritActions = []string{CheckNewCLs, CheckNewCL, CommentAndVote, QueuePostsubmitJobs}
+
 // FairSlot is the default Controller.FairSlot: a change's n-th job in a
 // pool is ordered n minutes after it was queued, so a change queued up to
 // n minutes later gets its first jobs in before it.
 const FairSlot = time.Minute
 
-// Deps are what the controller runs on. Config, Store, Tasks and Gerrit are required.
+// Deps are what the controller runs on. Config, Store and Tasks are
+// required; without Gerrit, the GerritActions fail with FailedPrecondition.
 type Deps struct {
 	Config  *config.Config
 	Store   store.Store
@@ -98,8 +105,8 @@ type Controller struct {
 
 // New returns a controller, or InvalidArgument if a required dependency is missing.
 func New(d Deps) (*Controller, error) {
-	if d.Config == nil || d.Store == nil || d.Tasks == nil || d.Gerrit == nil {
-		return nil, errs.E(errs.InvalidArgument, "controller.New", "Config, Store, Tasks and Gerrit are required")
+	if d.Config == nil || d.Store == nil || d.Tasks == nil {
+		return nil, errs.E(errs.InvalidArgument, "controller.New", "Config, Store and Tasks are required")
 	}
 	if d.Metrics == nil {
 		d.Metrics = metrics.Discard{}
@@ -151,6 +158,10 @@ func errString(err error) string {
 }
 
 func (c *Controller) dispatch(ctx context.Context, t tasks.Task) error {
+	if c.gr == nil && slices.Contains(GerritActions, t.Action) {
+		return errs.E(errs.FailedPrecondition, "controller.Handle", "%s calls Gerrit, and this instance has no Gerrit client (are %s and %s set?)",
+			t.Action, c.cfg.Gerrit.UserEnv, c.cfg.Gerrit.PasswordEnv)
+	}
 	switch t.Action {
 	case Tick:
 		return c.Tick(ctx, t.ID)

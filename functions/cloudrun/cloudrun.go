@@ -247,15 +247,14 @@ func Build(ctx context.Context, s Settings, a Adapters, log *slog.Logger) (*Runt
 	if rt.Blobs, err = a.OpenBlobs(ctx, s.BlobBucket); err != nil {
 		return nil, err
 	}
-	var user, password string
-	user, password, err = rt.Config.Credentials()
-	if err != nil {
-		return nil, err
-	}
+	// Only the functions of controller.GerritActions are given Gerrit's
+	// credentials (least privilege): without them there is no Gerrit
+	// client, and those actions refuse to run.
 	var gc *gerrit.Client
-	gc, err = gerrit.New(gerrit.Options{URL: rt.Config.Gerrit.URL, User: user, Password: password,
-		MaxQPS: rt.Config.Gerrit.MaxQPS, Metrics: rt.Metrics})
-	if err != nil {
+	if user, password, cerr := rt.Config.Credentials(); cerr != nil {
+		log.Info("cloudrun: no Gerrit credentials in this function's environment; it runs no action that calls Gerrit", "actions", controller.GerritActions)
+	} else if gc, err = gerrit.New(gerrit.Options{URL: rt.Config.Gerrit.URL, User: user, Password: password,
+		MaxQPS: rt.Config.Gerrit.MaxQPS, Metrics: rt.Metrics}); err != nil {
 		return nil, err
 	}
 	if rt.Config.Cache.Bucket != "" && !rt.Config.Cache.Disabled {

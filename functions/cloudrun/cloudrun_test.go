@@ -7,11 +7,13 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/tollgate-ci/tollgate/core/tasks"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -333,6 +335,22 @@ func TestGerritToStoreThroughFunctions(t *testing.T) {
 	}
 	if dead, err := rt.Tasks.ListDead(ctx, 10); err != nil || len(dead) != 0 {
 		t.Errorf("dead letters %+v, %v; want none", dead, err)
+	}
+
+	// A function deployed without Gerrit's credentials (all but the
+	// Gerrit actions) starts, runs its actions, and refuses the others.
+	t.Setenv("TG_FN_GERRIT_USER", "")
+	t.Setenv("TG_FN_GERRIT_PASSWORD", "")
+	bare, err := Build(ctx, settings, adapters, quiet)
+	if err != nil {
+		t.Fatalf("Build without Gerrit credentials: %v", err)
+	}
+	defer bare.Close()
+	for _, action := range []string{controller.CheckPendingCLs, controller.CheckNewCLs} {
+		err := bare.Controller.Handle(ctx, tasks.Task{ID: "bare-" + action, Action: action, Attempt: 1, Created: time.Now()})
+		if want := slices.Contains(controller.GerritActions, action); errs.Is(err, errs.FailedPrecondition) != want {
+			t.Errorf("%s without Gerrit credentials: %v (want a refusal: %v)", action, err, want)
+		}
 	}
 }
 

@@ -4,16 +4,16 @@
 locals {
   # Secret id suffix => the environment variable the functions read it from
   # and the functions that get it (iam.tf grants each of them access).
-  # Every function gets the Gerrit credentials, not only the four actions
-  # that call Gerrit: functions/cloudrun Build refuses to start without them.
+  # Only the actions that call Gerrit (controller.GerritActions) get its
+  # credentials; the other functions run without a Gerrit client.
   secrets = merge({
     gerrit-user = {
       env       = var.gerrit_user_env
-      functions = keys(local.functions)
+      functions = local.gerrit_actions
     }
     gerrit-password = {
       env       = var.gerrit_password_env
-      functions = keys(local.functions)
+      functions = local.gerrit_actions
     }
     webhook-token = {
       env       = "TOLLGATE_WEBHOOK_TOKEN"
@@ -31,6 +31,9 @@ locals {
       }
     } : k => v if v.env != ""
   })
+
+  # controller.GerritActions (infra_test checks they agree).
+  gerrit_actions = ["check_new_cls", "check_new_cl", "comment_and_vote", "queue_postsubmit_jobs"]
 
   # Function => the secrets it reads.
   function_secrets = {
