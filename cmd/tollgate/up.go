@@ -49,6 +49,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	secretEnv := fs.String("enroll-secret-env", "TOLLGATE_ENROLL_SECRET", "environment variable holding the secret remote workers enroll with (unset: the worker API refuses enrollment; with --demo a secret is made up and printed)")
 	channel := fs.Int("channel", 0, "worker API channel id; remote workers must use the same")
 	hookEnv := fs.String("webhook-token-env", "TOLLGATE_WEBHOOK_TOKEN", "environment variable holding the token Gerrit's webhook must send as ?token= (unset: no webhook)")
+	wLabels := fs.String("worker-labels", "", "labels of the built-in workers, k=v,k=v, on top of os and arch")
 	sbMode := fs.String("sandbox", "auto", "how built-in workers isolate jobs: bwrap, none, or auto (bwrap where it works)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -58,6 +59,10 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mode, err := sandbox.ParseMode(*sbMode)
 	if err != nil {
 		return err
+	}
+	lbls, err := parseLabels(*wLabels)
+	if err != nil {
+		return fmt.Errorf("up: --worker-labels: %w", err)
 	}
 
 	var cfg *config.Config
@@ -84,7 +89,7 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		secret = randomHex(16)
 	}
 	rt, err := startEmbedded(ctx, embeddedOptions{Config: cfg, DataDir: *dataDir, Listen: *listen, Log: log,
-		Workers: *workers, EnrollSecret: secret, Channel: *channel, WebhookToken: os.Getenv(*hookEnv), Sandbox: mode})
+		Workers: *workers, EnrollSecret: secret, Channel: *channel, WebhookToken: os.Getenv(*hookEnv), Sandbox: mode, WorkerLabels: lbls})
 	if err != nil {
 		return err
 	}
@@ -129,6 +134,8 @@ type embeddedOptions struct {
 	WebhookToken string
 	// Sandbox is how built-in workers isolate jobs (default: none).
 	Sandbox sandbox.Mode
+	// WorkerLabels are the built-in workers' labels.
+	WorkerLabels map[string]string
 }
 
 // webhookPath is where `tollgate up` serves Gerrit's webhooks plugin.
@@ -286,7 +293,7 @@ func startEmbedded(ctx context.Context, o embeddedOptions) (*embedded, error) {
 	for i := 1; i <= o.Workers; i++ {
 		w, err := worker.New(worker.Options{Backend: rt.Fleet, Cache: jobCache, ID: fmt.Sprintf("local-%d", i), Host: host, Version: Version,
 			WorkDir: filepath.Join(o.DataDir, "work", fmt.Sprintf("local-%d", i)), Log: o.Log,
-			Sandbox: sb, GitUser: gitUser, GitPassword: gitPassword})
+			Sandbox: sb, GitUser: gitUser, GitPassword: gitPassword, Labels: o.WorkerLabels})
 		if err != nil {
 			rt.Close()
 			return nil, err

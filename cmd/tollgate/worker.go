@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"time"
 
@@ -37,7 +38,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	prefix := fs.String("topic-prefix", cmp.Or(os.Getenv(cloudrun.EnvTopicPrefix), cloudrun.DefaultTopicPrefix), "Pub/Sub topic prefix (--backend gcp)")
 	channel := fs.Int("channel", 0, "protocol channel; must match the server's")
 	id := fs.String("id", "", "worker id (default: hostname-RANDOM)")
-	labels := fs.String("labels", "", "worker labels, k=v,k=v")
+	labels := fs.String("labels", "", "worker labels, k=v,k=v, on top of os and arch (what job types' require is matched against)")
 	workDir := fs.String("work-dir", filepath.Join(os.TempDir(), "tollgate-worker"), "root of the per-job work directories")
 	grace := fs.Duration("grace", 10*time.Second, "time between SIGTERM and SIGKILL when a job is stopped")
 	keep := fs.Bool("keep-work-dirs", false, "keep each job's work directory after it ends (debugging)")
@@ -174,16 +175,17 @@ func enroll(ctx context.Context, c *workerapi.Client, warn func(string, ...any))
 	}
 }
 
-// parseLabels parses "k=v,k=v".
+// parseLabels parses "k=v,k=v" over the labels every worker has, os and
+// arch (Go's names: linux, darwin; amd64, arm64), which s may override.
 func parseLabels(s string) (map[string]string, error) {
-	m := map[string]string{}
+	m := map[string]string{"os": runtime.GOOS, "arch": runtime.GOARCH}
 	for kv := range strings.SplitSeq(s, ",") {
 		if kv = strings.TrimSpace(kv); kv == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || strings.TrimSpace(k) == "" {
-			return nil, fmt.Errorf("worker: --labels: want k=v, got %q", kv)
+			return nil, fmt.Errorf("labels: want k=v, got %q", kv)
 		}
 		m[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
