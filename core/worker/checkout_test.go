@@ -39,7 +39,7 @@ type gitHost struct {
 	fetched atomic.Int64
 }
 
-func newGitHost(t *testing.T) *gitHost {
+func newGitHost(t testing.TB) *gitHost {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Skip("git is not installed")
