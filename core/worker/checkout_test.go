@@ -293,6 +293,9 @@ echo result > "$TOLLGATE_ARTIFACTS_DIR/result.txt"`
 		t.Errorf("the job could not use the cache:\n%s", log)
 	}
 	f.do(func(f *fakeFleet) {
+		if hb := f.heartbeats[len(f.heartbeats)-1]; hb.Labels[SandboxLabel] != "bwrap" {
+			t.Errorf("heartbeat labels %v, want sandbox=bwrap", hb.Labels)
+		}
 		if f.artifacts[a.Job.ID+"/result.txt"] != "result\n" {
 			t.Errorf("artifacts: %v", f.artifacts)
 		}

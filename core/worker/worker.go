@@ -31,6 +31,10 @@ import (
 	"github.com/tollgate-ci/tollgate/core/sandbox"
 )
 
+// SandboxLabel is the label every worker advertises with its sandbox mode
+// (bwrap or none), whatever Options.Labels says.
+const SandboxLabel = "sandbox"
+
 // Options configure a Worker. Backend, ID and WorkDir are required.
 type Options struct {
 	Backend fleet.Backend
@@ -148,6 +152,12 @@ func New(o Options) (*Worker, error) {
 			return nil, errs.Wrap(errs.InvalidArgument, op, err)
 		}
 	}
+	// The sandbox is a fact about this worker that job types can require
+	// (require: {sandbox: bwrap} keeps them off unsandboxed workers).
+	if w.o.Labels == nil {
+		w.o.Labels = map[string]string{}
+	}
+	w.o.Labels[SandboxLabel] = string(w.sb.Mode())
 	w.gitPath, _ = exec.LookPath("git")
 	w.hbEvery.Store(int64(o.HeartbeatEvery))
 	w.pollEvery.Store(int64(o.PollEvery))

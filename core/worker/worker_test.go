@@ -358,7 +358,7 @@ func TestRunsJobs(t *testing.T) {
 			t.Errorf("first call %q, want heartbeat", f.calls[0])
 		}
 		hb := f.heartbeats[0]
-		if hb.WorkerID != "w1" || hb.Host != "host1" || hb.Version != "v1" || hb.Labels["pool"] != "x" {
+		if hb.WorkerID != "w1" || hb.Host != "host1" || hb.Version != "v1" || hb.Labels["pool"] != "x" || hb.Labels[SandboxLabel] != "none" {
 			t.Errorf("heartbeat %+v lacks the worker's id, host, version or labels", hb)
 		}
 	})
