@@ -134,7 +134,7 @@ func TestUsedDuringCleanupSurvives(t *testing.T) {
 	if d, err := c.ResolveRef(ctx, "r/5"); err != nil || d != ds[5] {
 		t.Errorf("ResolveRef(r/5) = %v, %v", d, err)
 	}
-	if f.pre.refused.Load() == 0 {
+	if f.pre.Refused() == 0 {
 		t.Errorf("no request was refused by a precondition")
 	}
 }
@@ -238,7 +238,7 @@ func TestTouchInterval(t *testing.T) {
 		{2 * time.Minute, t0.Add(61 * time.Minute)}, // past it: refreshed
 		{59 * time.Minute, t0.Add(61 * time.Minute)},
 	}
-	before := f.pre.patches()
+	before := f.pre.Patches()
 	for i, s := range steps {
 		fc.Advance(s.advance)
 		if m, err := c.FindMissing(ctx, []cache.Digest{d}); err != nil || len(m) != 0 {
@@ -248,7 +248,7 @@ func TestTouchInterval(t *testing.T) {
 			t.Errorf("step %d: Custom-Time = %v, want %v", i, got, s.want)
 		}
 	}
-	if n := f.pre.patches() - before; n != 1 {
+	if n := f.pre.Patches() - before; n != 1 {
 		t.Errorf("%d metadata updates, want 1", n)
 	}
 }

@@ -10,7 +10,8 @@
 //   - the Firestore and Pub/Sub emulators of the installed Google Cloud CLI
 //     (emulators/gcloud: each its own process group, java child included);
 //   - in this process: fake-gcs-server (its library, with the artifacts
-//     bucket), the fake Gerrit (emulators/gerrit, seeded with DemoSeed
+//     bucket, served behind emulators/gcsfake so the object preconditions
+//     Cloud Storage enforces hold here too), the fake Gerrit (emulators/gerrit, seeded with DemoSeed
 //     unless Options.NoSeed) and the fake Cloud Monitoring
 //     (emulators/monitoring);
 //   - one child process per function (every controller action,

@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-ci/tollgate/core/config"
 	"github.com/tollgate-ci/tollgate/core/controller"
 	"github.com/tollgate-ci/tollgate/emulators/gcloud"
+	"github.com/tollgate-ci/tollgate/emulators/gcsfake"
 	fakegerrit "github.com/tollgate-ci/tollgate/emulators/gerrit"
 	fakemonitoring "github.com/tollgate-ci/tollgate/emulators/monitoring"
 	"github.com/tollgate-ci/tollgate/functions/cloudrun"
@@ -147,6 +148,7 @@ type Topology struct {
 	firestore, pubsub *gcloud.Emulator
 	gcs               *fakestorage.Server
 	gcsLog            *os.File
+	gcsSrv            *http.Server // serves gcs through gcsfake.Wrap
 	mon               *fakemonitoring.Server
 	monAddr           string
 	gerrit            *fakegerrit.Server
@@ -396,11 +398,20 @@ func (t *Topology) startFakes() error {
 	}
 	p := t.ports["gcs"]
 	// Reads go to the XML API at the public host: it must be this address.
-	t.gcs, err = fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", Port: uint16(p),
-		PublicHost: hostPort(p), Writer: t.gcsLog})
+	// The fake is served behind gcsfake's preconditions, which Cloud
+	// Storage enforces and the fake ignores (the cache's cleanup uses them).
+	ln, err := net.Listen("tcp", hostPort(p))
 	if err != nil {
 		return fmt.Errorf("launcher: fake-gcs-server on %s: %w", hostPort(p), err)
 	}
+	t.gcs, err = fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: "127.0.0.1", Port: uint16(p),
+		PublicHost: hostPort(p), Writer: t.gcsLog, NoListener: true})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("launcher: fake-gcs-server on %s: %w", hostPort(p), err)
+	}
+	t.gcsSrv = &http.Server{Handler: gcsfake.Wrap(t.gcs), ReadHeaderTimeout: 30 * time.Second}
+	go t.gcsSrv.Serve(ln)
 	t.gcs.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: t.o.Bucket})
 
 	t.mon = fakemonitoring.New(fakemonitoring.Options{})
@@ -656,6 +667,9 @@ func (t *Topology) Stop() error {
 	}
 	if t.mon != nil {
 		t.mon.Close()
+	}
+	if t.gcsSrv != nil {
+		t.gcsSrv.Close()
 	}
 	if t.gcs != nil {
 		t.gcs.Stop()
