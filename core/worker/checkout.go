@@ -210,6 +210,10 @@ func (w *Worker) git(ctx context.Context, j *job, dir, auth string, args ...stri
 	if auth != "" {
 		cmd.Env = append(cmd.Env, "GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=http.extraHeader", "GIT_CONFIG_VALUE_0="+auth)
 	}
+	// git starts helpers (git-remote-http, index-pack): a stopped job's
+	// fetch ends them all at once, not only git itself.
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.Cancel = func() error { return killGroup(cmd.Process) }
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil && ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {

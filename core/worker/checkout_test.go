@@ -37,6 +37,8 @@ type gitHost struct {
 	g       *gerrit.Server
 	url     string
 	fetched atomic.Int64
+	// stall, while set, holds every git request until it is closed.
+	stall atomic.Pointer[chan struct{}]
 }
 
 func newGitHost(t testing.TB) *gitHost {
@@ -60,7 +62,16 @@ func newGitHost(t testing.TB) *gitHost {
 		r.Body = &countingBody{r.Body, &h.fetched}
 		return nil
 	}
-	srv := httptest.NewServer(rp)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c := h.stall.Load(); c != nil {
+			select {
+			case <-*c:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	return h
@@ -204,6 +215,29 @@ func TestCheckoutMirrorMovesOnlyNewObjects(t *testing.T) {
 	// Each job got a clean work tree of its own.
 	if _, err := os.Stat(filepath.Join(w.workDir, a2.Job.ID+"-a1", "src", "one.txt")); !os.IsNotExist(err) {
 		t.Errorf("the first job's file is in the second's tree: %v", err)
+	}
+}
+
+// TestCancelDuringCheckout: a job cancelled while its fetch hangs ends
+// CANCELLED at once, without waiting for Gerrit or running the command.
+func TestCancelDuringCheckout(t *testing.T) {
+	h := newGitHost(t)
+	h.branch(t, map[string]string{"main.txt": "base\n"})
+	a := h.change(t, nil, `echo RAN`)
+	stall := make(chan struct{})
+	h.stall.Store(&stall)
+	defer close(stall)
+	f := newFake(a)
+	start(t, f, nil)
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(f.log(a.Job.ID), "$ git fetch") }, "the fetch to start")
+	began := time.Now()
+	f.do(func(f *fakeFleet) { f.cancel = append(f.cancel, a.Job.ID) })
+	r := waitResult(t, f, a.Job.ID, 10*time.Second)
+	if r.State != model.Cancelled || strings.Contains(f.log(a.Job.ID), "RAN") {
+		t.Fatalf("ended %s (%q), want CANCELLED without running; log:\n%s", r.State, r.Reason, f.log(a.Job.ID))
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Errorf("cancelled after %v", d)
 	}
 }
 
