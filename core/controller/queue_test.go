@@ -138,15 +138,7 @@ func TestNoResource(t *testing.T) {
 	}
 
 	// The patchset ended with its last job, and voted at once.
-	ps, _ := e.patchset(ch.Change, 1)
-	if ps.Pending() || !ps.Voted {
-		t.Fatalf("patchset pending %v, voted %v", ps.Pending(), ps.Voted)
-	}
-	rv := e.gerrit.Reviews(ch.Change)
-	if len(rv) != 1 || rv[0].Labels["Code-Review"] != -1 ||
-		!strings.Contains(rv[0].Message, "FAIL: mac (infrastructure failure: no live worker has the labels it requires (os=mac), not a test failure)") {
-		t.Fatalf("reviews = %+v", rv)
-	}
+	e.wantInfraVote(ch.Change, "FAIL: mac (infrastructure failure: no live worker has the labels it requires (os=mac), not a test failure)")
 }
 
 // A job whose required labels no configured job type requires any more
@@ -235,15 +227,7 @@ func TestExpired(t *testing.T) {
 			t.Errorf("postsubmit %s: %s", j.Type, j.State)
 		}
 	}
-	ps, _ := e.patchset(ch.Change, 1)
-	if ps.Pending() || !ps.Voted {
-		t.Fatalf("patchset pending %v, voted %v", ps.Pending(), ps.Voted)
-	}
-	rv := e.gerrit.Reviews(ch.Change)
-	if len(rv) != 1 || rv[0].Labels["Code-Review"] != -1 ||
-		!strings.Contains(rv[0].Message, "FAIL: build (infrastructure failure: no worker took it before it expired, not a test failure)") {
-		t.Fatalf("reviews = %+v", rv)
-	}
+	e.wantInfraVote(ch.Change, "FAIL: build (infrastructure failure: no worker took it before it expired, not a test failure)")
 }
 
 // The order workers get jobs in: two changes with six jobs each, queued 30
@@ -300,5 +284,19 @@ jobs:
 	}
 	if first.Type != "j1" || first.Src != "cls/"+model.PatchsetID(a.Change, 1) {
 		t.Fatalf("first claim %s", first.ID)
+	}
+}
+
+// wantInfraVote checks that change's patchset 1 ended and got one -1
+// review whose message holds want.
+func (e *env) wantInfraVote(change int, want string) {
+	e.t.Helper()
+	ps, _ := e.patchset(change, 1)
+	if ps.Pending() || !ps.Voted {
+		e.t.Fatalf("patchset pending %v, voted %v", ps.Pending(), ps.Voted)
+	}
+	rv := e.gerrit.Reviews(change)
+	if len(rv) != 1 || rv[0].Labels["Code-Review"] != -1 || !strings.Contains(rv[0].Message, want) {
+		e.t.Fatalf("reviews = %+v, want one -1 saying %q", rv, want)
 	}
 }
