@@ -40,19 +40,26 @@ const (
 	stranger = "mallory@elsewhere.example"
 )
 
-const baseConfig = `
+// configHead is the start of the tests' configs: the fake Gerrit (%URL%)
+// and its credentials in the environment.
+const configHead = `
 gerrit:
   url: %URL%
   project: tollgate/demo
   branches: [main]
   user_env: TG_TEST_GERRIT_USER
   password_env: TG_TEST_GERRIT_PASSWORD
-  poll_interval: 15s
-trust:
+`
+
+// configTrust follows configHead in most tests' configs.
+const configTrust = `trust:
   trusted_emails: '.*@trusted\.example'
 vote:
   ui_url: https://ci.example.com
-jobs:
+`
+
+const baseConfig = configHead + `  poll_interval: 15s
+` + configTrust + `jobs:
   build: {command: [make]}
   test: {command: [make, test]}
   lint: {command: [make, lint], skip_voting: true}

@@ -11,18 +11,7 @@ import (
 
 // labelsConfig has a job type for any worker, one for linux workers of
 // the large pool, and one for mac workers.
-const labelsConfig = `
-gerrit:
-  url: %URL%
-  project: tollgate/demo
-  branches: [main]
-  user_env: TG_TEST_GERRIT_USER
-  password_env: TG_TEST_GERRIT_PASSWORD
-trust:
-  trusted_emails: '.*@trusted\.example'
-vote:
-  ui_url: https://ci.example.com
-jobs:
+const labelsConfig = configHead + configTrust + `jobs:
   build: {command: [make]}
   large: {command: [make, big], require: {os: linux, pool: large}}
   mac: {command: [make, mac], require: {os: mac}}
@@ -168,18 +157,7 @@ func TestNoResourceAfterTheConfigChanged(t *testing.T) {
 	}
 }
 
-const expiryConfig = `
-gerrit:
-  url: %URL%
-  project: tollgate/demo
-  branches: [main]
-  user_env: TG_TEST_GERRIT_USER
-  password_env: TG_TEST_GERRIT_PASSWORD
-trust:
-  trusted_emails: '.*@trusted\.example'
-vote:
-  ui_url: https://ci.example.com
-jobs:
+const expiryConfig = configHead + configTrust + `jobs:
   build: {command: [make], expiry: 20m}
   test: {command: [make, test]}
   lint: {command: [make, lint], skip_voting: true}
@@ -235,14 +213,7 @@ func TestExpired(t *testing.T) {
 // first, not after all of A's), and a postsubmit run, queued before both,
 // waits for every presubmit job. A job whose worker died keeps its place.
 func TestClaimOrderIsFairAndPresubmitFirst(t *testing.T) {
-	e := newEnv(t, `
-gerrit:
-  url: %URL%
-  project: tollgate/demo
-  branches: [main]
-  user_env: TG_TEST_GERRIT_USER
-  password_env: TG_TEST_GERRIT_PASSWORD
-trust:
+	e := newEnv(t, configHead+`trust:
   trusted_emails: '.*@trusted\.example'
 jobs:
   j1: {command: [make]}
