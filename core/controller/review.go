@@ -94,6 +94,9 @@ func failureKind(j *model.Job) string {
 	case model.BotDied:
 		return "infrastructure failure: the worker died during both attempts, not a test failure"
 	case model.Interrupted:
+		if j.Reason != "" {
+			return "infrastructure failure: interrupted during both attempts (" + j.Reason + "), not a test failure"
+		}
 		return "infrastructure failure: the worker was shut down during both attempts, not a test failure"
 	case model.NoResource:
 		if j.Pool == "" {

@@ -127,6 +127,34 @@ func TestVoteNamesQueueEndingsAsInfrastructure(t *testing.T) {
 	}
 }
 
+// TestVoteSaysWhyAJobWasInterrupted: a job interrupted in both attempts
+// (here: Gerrit's git unreachable from the worker) is an infrastructure
+// failure, and the message gives the last attempt's reason.
+func TestVoteSaysWhyAJobWasInterrupted(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	ch := e.readyChange("interrupted")
+	_, jobs := e.patchset(ch.Change, 1)
+	var test string
+	for _, j := range jobs {
+		if j.Type == "test" {
+			test = j.ID
+		}
+	}
+	reason := "checkout: cannot fetch from http://gerrit/tollgate/demo: exit status 128"
+	for range model.MaxAttempts {
+		e.clock.Advance(time.Second)
+		if _, err := e.st.UpdateJob(e.ctx, test, model.Transition{Kind: model.Start, Worker: "w1", Now: e.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.st.UpdateJob(e.ctx, test, model.Transition{Kind: model.Finish, Worker: "w1", State: model.Interrupted, Reason: reason, Now: e.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.finishAll()
+	e.endAndVote()
+	e.wantInfraVote(ch.Change, "FAIL: test (infrastructure failure: interrupted during both attempts ("+reason+"), not a test failure)")
+}
+
 func TestCancelledJobMeansMessageWithoutVote(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	ch := e.readyChange("x")

@@ -88,15 +88,33 @@ func (w *Worker) checkout(ctx context.Context, j *job) (*checkoutResult, *checko
 		specs = append(specs, "+"+co.Ref+":refs/tollgate/change")
 	}
 	j.logs.linef("$ git fetch %s %s", co.URL, strings.Join(specs, " "))
-	if out, err := w.git(ctx, j, mirror, auth, append([]string{"fetch", "--no-tags", "--quiet", "--", url}, specs...)...); err != nil {
+	// Gerrit being down or restarting is common and passes: the fetch is
+	// retried with backoff for up to fetchPatience (the job's timeout and
+	// a cancel still stop it), so a short outage costs the job time, not
+	// one of its two attempts.
+	bo := backoff{min: time.Second, max: 30 * time.Second}
+	giveUp := time.Now().Add(w.fetchPatience())
+	for {
+		out, err := w.git(ctx, j, mirror, auth, append([]string{"fetch", "--no-tags", "--quiet", "--", url}, specs...)...)
+		if err == nil {
+			break
+		}
 		if ctx.Err() != nil {
 			return nil, infraErr("stopped")
 		}
-		j.logs.lines(out)
 		if bytes.Contains(out, []byte("couldn't find remote ref")) {
+			j.logs.lines(out)
 			return nil, &checkoutError{state: model.Failed, reason: "checkout: Gerrit has no " + co.Ref + " (deleted?)"}
 		}
-		return nil, infraErr("cannot fetch from %s: %v", co.URL, err)
+		if refusedAuth(out) || time.Now().After(giveUp) {
+			j.logs.lines(out)
+			return nil, infraErr("cannot fetch from %s: %v", co.URL, err)
+		}
+		d := bo.next()
+		j.logs.linef("git fetch failed (%s); retrying in %v", lastLine(out), d.Round(100*time.Millisecond))
+		if !sleep(ctx, d) {
+			return nil, infraErr("stopped")
+		}
 	}
 	base := co.Revision
 	if co.Merge {
@@ -220,6 +238,31 @@ func (w *Worker) git(ctx context.Context, j *job, dir, auth string, args ...stri
 		err = fmt.Errorf("git %s timed out after %v", args[0], gitTimeout)
 	}
 	return out, err
+}
+
+// fetchPatience is how long a failing fetch is retried.
+func (w *Worker) fetchPatience() time.Duration {
+	if w.o.FetchPatience > 0 {
+		return w.o.FetchPatience
+	}
+	return 5 * time.Minute
+}
+
+// refusedAuth reports whether git's output says Gerrit refused the
+// credentials: waiting does not mend that.
+func refusedAuth(out []byte) bool {
+	for _, m := range []string{"Authentication failed", "error: 401", "error: 403", "could not read Username", "could not read Password"} {
+		if bytes.Contains(out, []byte(m)) {
+			return true
+		}
+	}
+	return false
+}
+
+// lastLine is the last non-empty line of out, for a one-line log.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // gitEnv is what the job's environment says about its checkout.

@@ -39,6 +39,8 @@ type gitHost struct {
 	fetched atomic.Int64
 	// stall, while set, holds every git request until it is closed.
 	stall atomic.Pointer[chan struct{}]
+	// down answers every git request 503 while set.
+	down atomic.Bool
 }
 
 func newGitHost(t testing.TB) *gitHost {
@@ -63,6 +65,10 @@ func newGitHost(t testing.TB) *gitHost {
 		return nil
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.down.Load() {
+			http.Error(w, "Gerrit is restarting", http.StatusServiceUnavailable)
+			return
+		}
 		if c := h.stall.Load(); c != nil {
 			select {
 			case <-*c:
@@ -241,6 +247,36 @@ func TestCancelDuringCheckout(t *testing.T) {
 	}
 }
 
+// TestCheckoutWaitsOutAGerritOutage: a fetch failing while Gerrit is down
+// is retried, and the job passes once Gerrit is back, in its first attempt.
+func TestCheckoutWaitsOutAGerritOutage(t *testing.T) {
+	h := newGitHost(t)
+	h.branch(t, map[string]string{"main.txt": "base\n"})
+	a := h.change(t, map[string]string{"feature.txt": "x\n"}, `test -f feature.txt`)
+	h.down.Store(true)
+	f := newFake(a)
+	start(t, f, nil)
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(f.log(a.Job.ID), "git fetch failed") }, "a failed fetch")
+	h.down.Store(false)
+	r := waitResult(t, f, a.Job.ID, 60*time.Second)
+	if r.State != model.Completed {
+		t.Fatalf("ended %s (%q), log:\n%s", r.State, r.Reason, f.log(a.Job.ID))
+	}
+	if !strings.Contains(f.log(a.Job.ID), "503") {
+		t.Errorf("the log does not say why the fetch failed:\n%s", f.log(a.Job.ID))
+	}
+
+	// Past its patience the attempt ends INTERRUPTED, naming the fetch.
+	b := h.change(t, nil, `echo RAN`)
+	h.down.Store(true)
+	f2 := newFake(b)
+	start(t, f2, func(o *Options) { o.FetchPatience = time.Second })
+	r = waitResult(t, f2, b.Job.ID, 30*time.Second)
+	if r.State != model.Interrupted || !strings.Contains(r.Reason, "cannot fetch") {
+		t.Fatalf("Gerrit down for good: %s (%q), want INTERRUPTED: cannot fetch", r.State, r.Reason)
+	}
+}
+
 // TestCheckoutCredentials: with Gerrit credentials the worker fetches from
 // /a/; bad ones are an infrastructure failure, and never reach the job.
 func TestCheckoutCredentials(t *testing.T) {
@@ -260,6 +296,11 @@ func TestCheckoutCredentials(t *testing.T) {
 
 	b := h.change(t, nil, `echo RAN`)
 	f2 := newFake(b)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log with the wrong password:\n%s", f2.log(b.Job.ID))
+		}
+	})
 	start(t, f2, func(o *Options) { o.GitUser, o.GitPassword = "tollgate", "wrong" })
 	r = waitResult(t, f2, b.Job.ID, 30*time.Second)
 	if r.State != model.Interrupted || !strings.Contains(r.Reason, "cannot fetch") {

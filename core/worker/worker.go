@@ -73,6 +73,9 @@ type Options struct {
 	// GitUser and GitPassword are Gerrit's HTTP credentials: with them
 	// the checkout fetches from {gerrit.url}/a/{project}. Jobs never see them.
 	GitUser, GitPassword string
+	// FetchPatience is how long the checkout retries a failing fetch
+	// (Gerrit down) before the attempt ends INTERRUPTED (default 5m).
+	FetchPatience time.Duration
 	// EgressAllow lists "ip:port" destinations the egress proxy lets jobs
 	// reach even on loopback or link-local addresses (tests).
 	EgressAllow []string

@@ -21,7 +21,7 @@ var stateInfo = map[model.State]struct{ icon, name, help string }{
 	model.Failed:      {"✗", "failed", "Ran and failed (non-zero exit code)"},
 	model.TimedOut:    {"◕", "timed out", "Ran longer than its timeout and was killed"},
 	model.Cancelled:   {"⊘", "cancelled", "Cancelled: by a newer patchset, a person, or timeouts.cl"},
-	model.Interrupted: {"↯", "interrupted", "Its worker shut down during both attempts: an infrastructure failure"},
+	model.Interrupted: {"↯", "interrupted", "Interrupted in both attempts (its worker shut down, or could not check out the change): an infrastructure failure"},
 	model.BotDied:     {"☠", "bot died", "Its worker stopped heartbeating during both attempts: an infrastructure failure"},
 	model.NoResource:  {"∅", "no resource", "No live worker had the labels it requires: an infrastructure failure"},
 	model.Expired:     {"⧗", "expired", "Waited in the queue longer than its expiry: an infrastructure failure"},
