@@ -92,7 +92,7 @@ func (w *Worker) checkout(ctx context.Context, j *job) (*checkoutResult, *checko
 	// retried with backoff for up to fetchPatience (the job's timeout and
 	// a cancel still stop it), so a short outage costs the job time, not
 	// one of its two attempts.
-	bo := backoff{min: time.Second, max: 30 * time.Second}
+	bo := backoff{min: time.Second, max: 10 * time.Second}
 	giveUp := time.Now().Add(w.fetchPatience())
 	for {
 		out, err := w.git(ctx, j, mirror, auth, append([]string{"fetch", "--no-tags", "--quiet", "--", url}, specs...)...)
