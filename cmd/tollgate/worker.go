@@ -56,7 +56,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	lbls, err := parseLabels(*labels)
 	if err != nil {
-		return err
+		return fmt.Errorf("worker: --labels: %w", err)
 	}
 	mode, err := sandbox.ParseMode(*sbMode)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tollgate-ci/tollgate/core/errs"
 	"github.com/tollgate-ci/tollgate/core/model"
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 )
 
 // Config is the whole configuration. The YAML keys are part of Tollgate's
@@ -155,12 +156,6 @@ type Job struct {
 	// (default: timeouts.expiry).
 	Expiry Duration `yaml:"expiry"`
 }
-
-// Network modes of a job type.
-const (
-	NetworkProxy = ""
-	NetworkNone  = "none"
-)
 
 // Timeouts bound jobs, patchsets and workers.
 type Timeouts struct {
@@ -395,7 +390,7 @@ func (c *Config) Validate() error {
 		if j.Timeout < 0 {
 			bad(key+".timeout", "must not be negative")
 		}
-		if j.Network != NetworkProxy && j.Network != NetworkNone {
+		if j.Network != sandbox.NetworkProxy && j.Network != sandbox.NetworkNone {
 			bad(key+".network", "want none, or leave it unset for egress through the worker's proxy; got %q", j.Network)
 		}
 		for _, k := range slices.Sorted(maps.Keys(j.Require)) {

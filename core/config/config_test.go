@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/tollgate-ci/tollgate/core/sandbox"
 	"strings"
 	"testing"
 	"time"
@@ -155,7 +156,7 @@ func FuzzParse(f *testing.F) {
 			if len(j.Command) == 0 {
 				t.Fatalf("job %s without a command", n)
 			}
-			if j.Network != NetworkProxy && j.Network != NetworkNone {
+			if j.Network != sandbox.NetworkProxy && j.Network != sandbox.NetworkNone {
 				t.Fatalf("job %s with network %q", n, j.Network)
 			}
 			for k, v := range j.Require {

@@ -346,10 +346,11 @@ func (j *Job) Listen(port int) (net.Listener, string, error) {
 
 // Command returns the job's command, ready to Start: argv with exactly
 // env, in dir (default: the job's Dir). Under bwrap the returned command
-// is bwrap's; stop it with signals to its process group like any job:
-// SIGTERM reaches the job's processes (bwrap and the init ignore it) and
-// SIGKILL ends the whole pid namespace. Its Path is set; the caller must
-// not change Args.
+// is bwrap's, and the init looks argv[0] up in env's PATH inside; stop it
+// with signals to its process group like any job: SIGTERM reaches the
+// job's processes (bwrap and the init ignore it) and SIGKILL ends the
+// whole pid namespace. Without a sandbox its Path is argv[0] as given: the
+// caller resolves it.
 func (j *Job) Command(argv, env []string, dir string) *exec.Cmd {
 	if dir == "" {
 		dir = j.spec.Dir

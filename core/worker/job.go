@@ -171,55 +171,27 @@ func (w *Worker) execute(ctx context.Context, j *job, log *slog.Logger) outcome 
 		return outcome{state: cerr.state, reason: cerr.reason}
 	}
 
-	spec := sandbox.JobSpec{Dir: j.dir, Network: j.a.Network}
-	if j.a.Checkout != nil {
-		spec.ReadOnly = append(spec.ReadOnly, filepath.Join(w.workDir, ".git-cache"))
-	}
-	sbj, err := w.sb.NewJob(spec)
+	sbj, err := w.sb.NewJob(w.sandboxSpec(j))
 	if err != nil {
 		j.logs.linef("cannot set up the sandbox: %v", err)
 		return outcome{state: model.Interrupted, reason: "worker error: " + err.Error()}
 	}
 	defer sbj.Close()
-	var extra []string
-	if w.o.Cache != nil {
-		if proxy, err := startCacheProxy(sbj, w.o.Cache, log); err != nil {
-			log.WarnContext(ctx, "cannot serve the cache to the job; it runs without one", "err", err)
-		} else {
-			defer proxy.close()
-			j.cacheURL = proxy.url
-		}
+	svcEnv, stopServices, err := w.startServices(ctx, j, sbj, log)
+	if err != nil {
+		j.logs.linef("%v", err)
+		return outcome{state: model.Interrupted, reason: "worker error: " + err.Error()}
 	}
-	if w.sb.Mode() == sandbox.ModeBwrap && j.a.Network == sandbox.NetworkProxy {
-		ln, addr, err := sbj.Listen(sandbox.ProxyPort)
-		if err != nil {
-			j.logs.linef("cannot start the egress proxy: %v", err)
-			return outcome{state: model.Interrupted, reason: "worker error: " + err.Error()}
-		}
-		p := &sandbox.EgressProxy{Allow: w.o.EgressAllow, Refused: func(dest, why string) {
-			j.logs.linef("sandbox: refused a connection to %s: %s", dest, why)
-		}}
-		srv := &http.Server{Handler: p, ReadHeaderTimeout: time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-		go srv.Serve(ln)
-		defer srv.Close()
-		extra = append(extra, sandbox.ProxyEnv(addr)...)
-	}
-	env := append(w.env(j), gitEnv(j.a.Checkout, co)...)
-	env = append(env, extra...)
-	argv := slices.Clone(j.a.Command)
+	defer stopServices()
+	env := append(append(w.env(j), gitEnv(j.a.Checkout, co)...), svcEnv...)
+	cmd := sbj.Command(j.a.Command, env, j.srcDir())
 	if w.sb.Mode() != sandbox.ModeBwrap {
-		// Inside the sandbox its init looks the command up.
-		p, err := lookPath(argv[0], lastValue(env, "PATH"))
-		if err != nil {
+		// Under bwrap the sandbox's init looks the command up, inside.
+		if cmd.Path, err = lookPath(j.a.Command[0], lastValue(env, "PATH")); err != nil {
 			j.logs.linef("cannot start the command: %v", err)
-			code := 127
+			code := 127 // the shell's "command not found"
 			return outcome{state: model.Failed, exitCode: &code, reason: "cannot start the command"}
 		}
-		argv[0] = p
-	}
-	cmd := sbj.Command(argv, env, j.srcDir())
-	if w.sb.Mode() != sandbox.ModeBwrap {
-		cmd.Args[0] = j.a.Command[0] // as a shell would: the name, not the path
 	}
 	cmd.SysProcAttr = sysProcAttr()
 	pr, pw, err := os.Pipe()
@@ -285,6 +257,52 @@ func (w *Worker) execute(ctx context.Context, j *job, log *slog.Logger) outcome 
 		return outcome{state: model.Completed, exitCode: &code}
 	}
 	return outcome{state: model.Failed, exitCode: &code}
+}
+
+// sandboxSpec is the job's isolation: its own directory, its type's
+// network mode, and the git mirror its checkout borrows objects from.
+func (w *Worker) sandboxSpec(j *job) sandbox.JobSpec {
+	spec := sandbox.JobSpec{Dir: j.dir, Network: j.a.Network}
+	if j.a.Checkout != nil {
+		spec.ReadOnly = []string{filepath.Join(w.workDir, ".git-cache")}
+	}
+	return spec
+}
+
+// startServices offers the job what it may reach from its sandbox: the
+// cache (if the worker has one; a failure only costs the job its cache)
+// and, under bwrap unless its type says network: none, the egress proxy.
+// It returns the env naming them and the func that stops them.
+func (w *Worker) startServices(ctx context.Context, j *job, sbj *sandbox.Job, log *slog.Logger) (env []string, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, f := range stops {
+			f()
+		}
+	}
+	if w.o.Cache != nil {
+		if proxy, err := startCacheProxy(sbj, w.o.Cache, log); err != nil {
+			log.WarnContext(ctx, "cannot serve the cache to the job; it runs without one", "err", err)
+		} else {
+			stops = append(stops, proxy.close)
+			j.cacheURL = proxy.url
+		}
+	}
+	if w.sb.Mode() == sandbox.ModeBwrap && j.a.Network == sandbox.NetworkProxy {
+		ln, addr, err := sbj.Listen(sandbox.ProxyPort)
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("cannot start the egress proxy: %w", err)
+		}
+		p := &sandbox.EgressProxy{Allow: w.o.EgressAllow, Refused: func(dest, why string) {
+			j.logs.linef("sandbox: refused a connection to %s: %s", dest, why)
+		}}
+		srv := &http.Server{Handler: p, ReadHeaderTimeout: time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		go srv.Serve(ln)
+		stops = append(stops, func() { srv.Close() })
+		env = sandbox.ProxyEnv(addr)
+	}
+	return env, stop, nil
 }
 
 // sandboxEnds waits for a bwrap sandbox's last processes to go, as they
